@@ -1,0 +1,1 @@
+"""ReCapture: re-render a video along a new camera path (library; no ComfyUI imports)."""

@@ -1,0 +1,83 @@
+"""The values that flow between ReCapture's steps.
+
+Conventions used everywhere in the library:
+
+- Camera axes are OpenCV's: +x right, +y down, +z forward (into the scene).
+- Pixel coordinates ``(u, v)`` put the centre of pixel column ``u`` / row ``v`` at the integer
+  ``u`` / ``v``; a centred principal point is ``((W - 1) / 2, (H - 1) / 2)``.
+- Depth is z-depth (distance along the camera's +z axis), not ray length, in scene units.
+- Images are float32 in 0..1, channels last, like ComfyUI's IMAGE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class PointCloud:
+    """Per-frame point clouds, each in its own source camera's coordinates.
+
+    Stored on the image grid (one point per pixel) rather than as a flat list: frame ``n``'s point
+    at pixel ``(u, v)`` is ``depth[n, v, u] * K[n]^-1 @ (u, v, 1)`` with colour ``colors[n, v, u]``.
+
+    Attributes:
+        colors: ``(N, H, W, 3)`` float32 colours in 0..1 (the source frames).
+        depth: ``(N, H, W)`` float32 z-depth in scene units; ``0`` marks "no point" (invalid depth or
+            removed on a depth discontinuity).
+        intrinsics: ``(N, 3, 3)`` float32 pixel intrinsics of each source camera.
+        metric: whether the depth is in metres (from a metric model or the user's near/far).
+    """
+
+    colors: torch.Tensor
+    depth: torch.Tensor
+    intrinsics: torch.Tensor
+    metric: bool = False
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.depth.shape[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.depth.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.depth.shape[2])
+
+
+@dataclass(frozen=True)
+class CameraPath:
+    """A new camera for each output frame, relative to that frame's source camera.
+
+    Attributes:
+        poses: ``(N, 4, 4)`` float32 rigid transforms, new camera -> source camera of the same frame
+            ("camera-to-source", OpenCV axes, scene units). Identity reproduces the source view; a
+            translation of ``(0.1, 0, 0)`` moves the new camera 0.1 to the right.
+        fov_deg: ``(N,)`` float32 horizontal field of view of the new camera in degrees; NaN keeps
+            the source camera's intrinsics for that frame.
+    """
+
+    poses: torch.Tensor
+    fov_deg: torch.Tensor
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.poses.shape[0])
+
+
+@dataclass(frozen=True)
+class DepthMaps:
+    """Depth from ReCapture's own estimator, carrying what kind of depth it is.
+
+    Attributes:
+        values: ``(N, H, W)`` float32 raw model output (not normalised).
+        kind: ``"metric"`` (z-depth in metres), ``"inverse"`` (relative inverse depth, larger =
+            nearer) or ``"relative"`` (relative depth, larger = farther).
+    """
+
+    values: torch.Tensor
+    kind: str

@@ -1,0 +1,243 @@
+"""Reading clips (video files or folders of numbered frames) and writing videos, with PyAV.
+
+Frames are float32 ``(N, H, W, 3)`` in 0..1 on the CPU, like ComfyUI's IMAGE.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .files import atomic_path
+
+FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
+FIT_MODES = ("crop", "pad", "stretch")
+
+
+class VideoError(ValueError):
+    """A clip that cannot be read as asked; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class ClipSelection:
+    """Which source frames to take: ``start``, ``start + step``, ... (``count`` of them)."""
+
+    start: int = 0
+    count: int = 14
+    step: int = 1
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or self.count < 1 or self.step < 1:
+            raise VideoError(
+                f"start must be >= 0, frame count >= 1 and every-n-th >= 1 "
+                f"(got start={self.start}, count={self.count}, step={self.step})"
+            )
+
+    @property
+    def last(self) -> int:
+        return self.start + (self.count - 1) * self.step
+
+    def wanted(self, index: int) -> bool:
+        return index >= self.start and index <= self.last and (index - self.start) % self.step == 0
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def list_frame_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files of a frame folder in natural order (``frame_2.png`` before ``frame_10.png``)."""
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_EXTENSIONS]
+    if not files:
+        raise VideoError(
+            f"the folder {folder} holds no image frames ({', '.join(FRAME_EXTENSIONS)}): "
+            "put numbered frames such as 0001.png, 0002.png... in it"
+        )
+    return sorted(files, key=lambda p: _natural_key(p.name))
+
+
+def image_to_array(path: Path) -> np.ndarray:
+    """One image file as float32 ``(H, W, 3)`` in 0..1; 16-bit images keep their precision."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                data = np.asarray(im, dtype=np.float32)
+                scale = 65535.0 if im.mode.startswith("I;16") or data.max() > 255 else 255.0
+                gray = data / scale
+                return np.repeat(gray[..., None], 3, axis=-1).clip(0.0, 1.0)
+            return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except OSError as e:
+        raise VideoError(f"cannot read the image {path}: {e}") from e
+
+
+def read_frame_folder(folder: str | os.PathLike, selection: ClipSelection) -> tuple[torch.Tensor, None]:
+    """Reads the selected frames of a folder of numbered images: ``(N, H, W, 3)`` and no fps."""
+    files = list_frame_files(folder)
+    if selection.last >= len(files):
+        raise VideoError(_too_short_message(str(folder), len(files), selection))
+    chosen = files[selection.start : selection.last + 1 : selection.step]
+    arrays = [image_to_array(p) for p in chosen]
+    sizes = {a.shape for a in arrays}
+    if len(sizes) > 1:
+        raise VideoError(f"the frames in {folder} have different sizes {sorted(sizes)}: use frames of one size")
+    return torch.from_numpy(np.stack(arrays)), None
+
+
+def _too_short_message(name: str, available: int, selection: ClipSelection) -> str:
+    return (
+        f"{name} has {available} frames, but start {selection.start}, frame count {selection.count} "
+        f"and every {selection.step} frame(s) need frame {selection.last}: lower the frame count, the "
+        f"start or every-n-th"
+    )
+
+
+def _open(source: str | os.PathLike | BinaryIO):
+    import av
+
+    if not hasattr(source, "read"):
+        if not os.path.isfile(source):
+            raise VideoError(f"the video file {source} does not exist")
+        if os.path.getsize(source) == 0:
+            raise VideoError(f"the video file {source} is empty (0 bytes): upload it again")
+        source = str(source)
+    path = getattr(source, "name", source)
+    try:
+        container = av.open(source)
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise VideoError(f"cannot read {path} as a video ({e}): is it a complete video file?") from e
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path} has no video stream")
+    return container
+
+
+def _decode_frames(container) -> Iterator:
+    import av
+
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    try:
+        yield from container.decode(stream)
+    except av.error.FFmpegError as e:
+        raise VideoError(f"the video is damaged and stopped decoding ({e})") from e
+
+
+def read_video(
+    path: str | os.PathLike | BinaryIO,
+    selection: ClipSelection,
+    on_frame: Callable[[], None] | None = None,
+) -> tuple[torch.Tensor, float]:
+    """Decodes only the selected frames of a video file.
+
+    Frames before ``selection.start`` are decoded and dropped without conversion, and decoding
+    stops after the last selected frame, so memory holds only the frames asked for.
+
+    Args:
+        path: video file (or an open binary file object).
+        selection: which frames to keep.
+        on_frame: called once per decoded frame (for progress and cancel).
+
+    Returns:
+        frames ``(N, H, W, 3)`` float32 in 0..1 and the stream's frame rate in frames per second.
+    """
+    container = _open(path)
+    with container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or Fraction(24)
+        frames: list[np.ndarray] = []
+        index = -1
+        for index, frame in enumerate(_decode_frames(container)):
+            if on_frame is not None:
+                on_frame()
+            if selection.wanted(index):
+                frames.append(frame.to_ndarray(format="rgb24"))
+            if index >= selection.last:
+                break
+        if index < selection.last:
+            raise VideoError(_too_short_message(str(path), index + 1, selection))
+    data = torch.from_numpy(np.stack(frames)).float().div_(255.0)
+    return data, float(rate)
+
+
+def select_frames(frames: torch.Tensor, selection: ClipSelection) -> torch.Tensor:
+    """The selected frames of an in-memory clip ``(N, H, W, C)``."""
+    if selection.last >= frames.shape[0]:
+        raise VideoError(_too_short_message("the video", int(frames.shape[0]), selection))
+    return frames[selection.start : selection.last + 1 : selection.step]
+
+
+def read_clip(path: str | os.PathLike | BinaryIO, selection: ClipSelection, on_frame=None) -> tuple[torch.Tensor, float | None]:
+    """A video file or a folder of numbered frames -> ``(N, H, W, 3)`` frames and fps (None for folders)."""
+    if not hasattr(path, "read") and os.path.isdir(path):
+        return read_frame_folder(path, selection)
+    return read_video(path, selection, on_frame)
+
+
+def fit_frames(frames: torch.Tensor, width: int, height: int, mode: str = "crop") -> torch.Tensor:
+    """Resizes ``(N, H, W, C)`` frames to ``(N, height, width, C)``.
+
+    Args:
+        mode: ``crop`` scales to cover the target and cuts the overflow at the centre; ``pad`` scales
+            to fit inside and pads with black; ``stretch`` scales each axis on its own.
+    """
+    if mode not in FIT_MODES:
+        raise VideoError(f"unknown resize mode {mode!r}: use one of {', '.join(FIT_MODES)}")
+    n, h, w, c = frames.shape
+    if (h, w) == (height, width):
+        return frames
+    x = frames.permute(0, 3, 1, 2)
+    if mode == "stretch":
+        out = _resize(x, height, width)
+    else:
+        scale = max(height / h, width / w) if mode == "crop" else min(height / h, width / w)
+        sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+        x = _resize(x, sh, sw)
+        if mode == "crop":
+            top, left = (sh - height) // 2, (sw - width) // 2
+            out = x[:, :, top : top + height, left : left + width]
+        else:
+            top, left = (height - sh) // 2, (width - sw) // 2
+            out = F.pad(x, (left, width - sw - left, top, height - sh - top))
+    return out.permute(0, 2, 3, 1).contiguous()
+
+
+def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    antialias = height < x.shape[-2] or width < x.shape[-1]
+    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=antialias).clamp_(0, 1)
+
+
+def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float, crf: int = 18) -> Path:
+    """Writes ``(N, H, W, 3)`` (or ``(N, H, W)`` grey) frames in 0..1 as an H.264 mp4, atomically."""
+    import av
+
+    if frames.ndim == 3:
+        frames = frames[..., None].expand(-1, -1, -1, 3)
+    data = (frames.detach().float().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+    n, h, w, _ = data.shape
+    if h % 2 or w % 2:
+        raise VideoError(f"H.264 needs an even width and height, got {w}x{h}")
+    rate = Fraction(fps).limit_denominator(1001) if fps > 0 and math.isfinite(fps) else Fraction(24)
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as out:
+            stream = out.add_stream("libx264", rate=rate)
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.options = {"crf": str(crf)}
+            for frame in data:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+    return Path(path)
