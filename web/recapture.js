@@ -1,0 +1,17 @@
+// ComfyUI-ReCapture frontend extension. Served at /extensions/<pack folder>/; relative imports only,
+// because the folder name depends on how the pack was installed.
+import { app } from "../../scripts/app.js";
+
+const NODE_COLOR = "#2a3a4f";
+const NODE_BGCOLOR = "#1d2733";
+
+app.registerExtension({
+  name: "ReCapture.Core",
+  nodeCreated(node) {
+    // One colour for the whole pack, so its stages stand out in a large graph.
+    if (node.comfyClass?.startsWith("ReCapture")) {
+      node.color ??= NODE_COLOR;
+      node.bgcolor ??= NODE_BGCOLOR;
+    }
+  },
+});
