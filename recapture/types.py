@@ -81,3 +81,26 @@ class DepthMaps:
 
     values: torch.Tensor
     kind: str
+
+
+@dataclass
+class SVDModels:
+    """The parts of Stable Video Diffusion, as diffusers / transformers modules (imported lazily).
+
+    Attributes:
+        unet: ``diffusers.UNetSpatioTemporalConditionModel`` (the frozen base; LoRAs are injected into it).
+        vae: ``diffusers.AutoencoderKLTemporalDecoder``.
+        image_encoder: ``transformers.CLIPVisionModelWithProjection`` (OpenCLIP ViT-H/14 for real SVD).
+        feature_extractor: ``transformers.CLIPImageProcessor`` (resize to 224, CLIP normalisation).
+        scheduler: ``diffusers.EulerDiscreteScheduler`` configured as SVD's (v-prediction, Karras sigmas).
+        num_frames: frames the checkpoint was trained for (14 for svd, 25 for svd_xt).
+        name: where it came from (file or folder name), for messages and LoRA metadata.
+    """
+
+    unet: object
+    vae: object
+    image_encoder: object
+    feature_extractor: object
+    scheduler: object
+    num_frames: int
+    name: str
