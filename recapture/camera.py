@@ -1,0 +1,376 @@
+"""Camera paths: presets, the ReCapture camera file, and importers for the formats users already have.
+
+A path gives, for each output frame, the new camera's pose in the coordinates of that frame's source
+camera (camera-to-source, OpenCV axes: +x right, +y down, +z forward). See ``recapture.types.CameraPath``.
+
+Preset directions, all starting at the source view (frame 0 = identity) and reaching the full amount
+at the last frame:
+
+- ``orbit_left`` / ``orbit_right``: the camera travels left (-x) / right (+x) on a circle around the
+  pivot ``(0, 0, pivot_distance)`` about the vertical axis, always looking at the pivot.
+- ``orbit_up`` / ``orbit_down``: the same about the horizontal axis; the camera rises (-y) / sinks.
+- ``pan_left`` / ``pan_right``, ``tilt_up`` / ``tilt_down``: the camera turns in place.
+- ``roll_right`` turns the camera clockwise about its optical axis as seen from behind it (the image
+  content turns counter-clockwise); ``roll_left`` the other way.
+- ``truck_*``, ``pedestal_*``, ``dolly_*``: the camera moves sideways, vertically, along its optical
+  axis by ``amount * pivot_distance``.
+- ``zoom_in`` / ``zoom_out``: the focal length grows / shrinks by the factor ``amount``; nothing moves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from .files import atomic_path
+from .types import CameraPath
+
+PRESETS = (
+    "static",
+    "orbit_left", "orbit_right", "orbit_up", "orbit_down",
+    "pan_left", "pan_right", "tilt_up", "tilt_down", "roll_left", "roll_right",
+    "truck_left", "truck_right", "pedestal_up", "pedestal_down", "dolly_in", "dolly_out",
+    "zoom_in", "zoom_out",
+)
+EASINGS = ("linear", "ease_in", "ease_out", "ease_in_out")
+
+# preset -> (kind, axis or direction, sign). Rotation axes are in the source camera's frame.
+_X, _Y, _Z = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)
+_PRESET_MOTION = {
+    "orbit_left": ("orbit", _Y, 1.0), "orbit_right": ("orbit", _Y, -1.0),
+    "orbit_up": ("orbit", _X, -1.0), "orbit_down": ("orbit", _X, 1.0),
+    "pan_left": ("rotate", _Y, -1.0), "pan_right": ("rotate", _Y, 1.0),
+    "tilt_up": ("rotate", _X, 1.0), "tilt_down": ("rotate", _X, -1.0),
+    "roll_left": ("rotate", _Z, -1.0), "roll_right": ("rotate", _Z, 1.0),
+    "truck_left": ("move", _X, -1.0), "truck_right": ("move", _X, 1.0),
+    "pedestal_up": ("move", _Y, -1.0), "pedestal_down": ("move", _Y, 1.0),
+    "dolly_in": ("move", _Z, 1.0), "dolly_out": ("move", _Z, -1.0),
+    "zoom_in": ("zoom", None, 1.0), "zoom_out": ("zoom", None, -1.0),
+}
+
+
+class CameraPathError(ValueError):
+    """A camera path or file that cannot be used; the message says where and how to fix it."""
+
+
+def ease(t: torch.Tensor, easing: str) -> torch.Tensor:
+    """Maps progress ``t`` in 0..1 to eased progress in 0..1.
+
+    ``ease_in`` is quadratic (slow start), ``ease_out`` its mirror, ``ease_in_out`` a half cosine.
+    """
+    if easing == "linear":
+        return t
+    if easing == "ease_in":
+        return t * t
+    if easing == "ease_out":
+        return 1.0 - (1.0 - t) ** 2
+    if easing == "ease_in_out":
+        return 0.5 - 0.5 * torch.cos(math.pi * t)
+    raise CameraPathError(f"unknown easing {easing!r}: use one of {', '.join(EASINGS)}")
+
+
+def rotation_about(axis: tuple[float, float, float], angles_rad: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` angles about a fixed unit axis -> ``(N, 3, 3)`` rotation matrices (right-handed)."""
+    from kornia.geometry.conversions import axis_angle_to_rotation_matrix
+
+    axis_angle = torch.tensor(axis, dtype=torch.float32)[None] * angles_rad[:, None].float()
+    return axis_angle_to_rotation_matrix(axis_angle)
+
+
+def _rigid(rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+    n = rotation.shape[0]
+    pose = torch.eye(4).repeat(n, 1, 1)
+    pose[:, :3, :3] = rotation
+    pose[:, :3, 3] = translation
+    return pose
+
+
+def preset_path(preset: str, num_frames: int, amount: float, *, pivot_distance: float = 1.0,
+                easing: str = "ease_in_out", source_fov_deg: float = 60.0) -> CameraPath:
+    """A preset camera move over ``num_frames`` frames (see the module docstring for directions).
+
+    Args:
+        preset: one of ``PRESETS``.
+        num_frames: frames in the path; a single frame gets the full move (a one-image camera move).
+        amount: degrees for orbit/pan/tilt/roll; a fraction of ``pivot_distance`` for
+            truck/pedestal/dolly; the focal-length factor for zoom (1.5 = 1.5x longer / shorter).
+            Negative values reverse the direction.
+        pivot_distance: distance from the source camera to the subject (scene units).
+        easing: one of ``EASINGS``.
+        source_fov_deg: the source camera's horizontal field of view (for zoom).
+    """
+    if preset not in PRESETS:
+        raise CameraPathError(f"unknown camera preset {preset!r}: use one of {', '.join(PRESETS)}")
+    if num_frames < 1:
+        raise CameraPathError(f"the path needs at least 1 frame, got {num_frames}")
+    if not math.isfinite(amount):
+        raise CameraPathError(f"amount must be a finite number, got {amount}")
+    if not (pivot_distance > 0 and math.isfinite(pivot_distance)):
+        raise CameraPathError(f"pivot_distance must be > 0 (the subject's distance), got {pivot_distance}")
+    t = torch.linspace(0.0, 1.0, num_frames) if num_frames > 1 else torch.ones(1)
+    progress = ease(t, easing)
+    fov = torch.full((num_frames,), float("nan"))
+    identity = torch.eye(3).repeat(num_frames, 1, 1)
+    if preset == "static":
+        return CameraPath(poses=_rigid(identity, torch.zeros(num_frames, 3)), fov_deg=fov)
+    kind, axis, sign = _PRESET_MOTION[preset]
+    if kind == "zoom":
+        if amount <= 0:
+            raise CameraPathError(f"zoom amount is a focal-length factor and must be > 0, got {amount}")
+        scale = 1.0 + (amount - 1.0) * progress
+        scale = scale if sign > 0 else 1.0 / scale
+        half = math.tan(math.radians(source_fov_deg) / 2)
+        fov = torch.rad2deg(2 * torch.atan(half / scale))
+        return CameraPath(poses=_rigid(identity, torch.zeros(num_frames, 3)), fov_deg=fov.float())
+    if kind == "move":
+        direction = torch.tensor(axis) * sign
+        translation = direction[None] * (amount * pivot_distance * progress)[:, None]
+        return CameraPath(poses=_rigid(identity, translation), fov_deg=fov)
+    rotation = rotation_about(axis, torch.deg2rad(sign * amount * progress))
+    if kind == "rotate":
+        return CameraPath(poses=_rigid(rotation, torch.zeros(num_frames, 3)), fov_deg=fov)
+    # orbit: rotate the camera about the pivot, T = translate(p) @ R @ translate(-p)
+    pivot = torch.tensor([0.0, 0.0, pivot_distance])
+    translation = pivot[None] - rotation @ pivot
+    return CameraPath(poses=_rigid(rotation, translation), fov_deg=fov)
+
+
+def pivot_distance_from_depth(depth: torch.Tensor, fraction: float = 0.1) -> float:
+    """The subject's distance: median valid depth in a central window of ``fraction`` of each side.
+
+    Args:
+        depth: ``(H, W)`` z-depth, ``0`` = invalid.
+    """
+    h, w = depth.shape
+    dh, dw = max(1, int(h * fraction / 2)), max(1, int(w * fraction / 2))
+    centre = depth[h // 2 - dh : h // 2 + dh + 1, w // 2 - dw : w // 2 + dw + 1]
+    for region in (centre, depth):
+        valid = region[(region > 0) & torch.isfinite(region)]
+        if valid.numel():
+            return float(valid.median())
+    raise CameraPathError("the depth has no valid value to find the subject's distance: check the depth input")
+
+
+# --- The ReCapture camera file -------------------------------------------------------------------
+def path_to_json(path: CameraPath) -> dict:
+    """The path in the camera file format (``fov_deg`` left out where the source intrinsics are kept)."""
+    frames = []
+    for pose, fov in zip(path.poses.tolist(), path.fov_deg.tolist()):
+        entry = {"pose": [[float(v) for v in row] for row in pose]}
+        if not math.isnan(fov):
+            entry["fov_deg"] = float(fov)
+        frames.append(entry)
+    return {"version": 1, "convention": "opencv", "frames": frames}
+
+
+def save_path_json(path: CameraPath, file: str | os.PathLike) -> Path:
+    with atomic_path(file) as tmp:
+        tmp.write_text(json.dumps(path_to_json(path), indent=1))
+    return Path(file)
+
+
+def _check_pose(pose, where: str) -> torch.Tensor:
+    if not (isinstance(pose, list) and len(pose) == 4 and all(isinstance(r, list) and len(r) == 4 for r in pose)):
+        raise CameraPathError(f"{where}: 'pose' must be a 4x4 list of numbers (rows of 4)")
+    try:
+        m = torch.tensor(pose, dtype=torch.float64)
+    except (TypeError, ValueError):
+        raise CameraPathError(f"{where}: 'pose' must hold only numbers") from None
+    if not torch.isfinite(m).all():
+        raise CameraPathError(f"{where}: 'pose' has a NaN or infinite value")
+    if not torch.allclose(m[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64), atol=1e-6):
+        raise CameraPathError(f"{where}: the last row of 'pose' must be [0, 0, 0, 1]")
+    r = m[:3, :3]
+    orthogonality = (r.T @ r - torch.eye(3, dtype=torch.float64)).abs().max().item()
+    det = torch.linalg.det(r).item()
+    if orthogonality > 1e-3 or abs(det - 1.0) > 1e-3:
+        raise CameraPathError(
+            f"{where}: the rotation part of 'pose' is not a rigid rotation (R^T R differs from I by "
+            f"{orthogonality:.3g}, det {det:.4g}): scale, shear or a mirrored axis are not allowed")
+    return m.float()
+
+
+def _check_fov(fov, where: str) -> float:
+    if fov is None:
+        return float("nan")
+    if isinstance(fov, bool) or not isinstance(fov, (int, float)) or not (1.0 < fov < 179.0):
+        raise CameraPathError(f"{where}: 'fov_deg' must be a number of degrees between 1 and 179, got {fov!r}")
+    return float(fov)
+
+
+def path_from_json(data: dict) -> CameraPath:
+    """Validates a parsed camera file and returns its path."""
+    if not isinstance(data, dict):
+        raise CameraPathError("the camera file must be a JSON object with 'version', 'convention' and 'frames'")
+    if data.get("version") != 1:
+        raise CameraPathError(f"unsupported camera file version {data.get('version')!r}: this pack reads version 1")
+    if data.get("convention") != "opencv":
+        raise CameraPathError(
+            f"'convention' must be \"opencv\" (+x right, +y down, +z forward), got {data.get('convention')!r}")
+    frames = data.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise CameraPathError("'frames' must be a non-empty list with one entry per output frame")
+    poses, fovs = [], []
+    for i, frame in enumerate(frames):
+        where = f"frame {i}"
+        if not isinstance(frame, dict) or "pose" not in frame:
+            raise CameraPathError(f"{where}: each frame must be an object with a 'pose'")
+        poses.append(_check_pose(frame["pose"], where))
+        fovs.append(_check_fov(frame.get("fov_deg"), where))
+    return CameraPath(poses=torch.stack(poses), fov_deg=torch.tensor(fovs, dtype=torch.float32))
+
+
+def _read_json(file: str | os.PathLike):
+    text = Path(file).read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CameraPathError(f"{file} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+
+
+def load_path_json(file: str | os.PathLike) -> CameraPath:
+    return path_from_json(_read_json(file))
+
+
+# --- Importers --------------------------------------------------------------------------------------
+def _relative_to_first(camera_to_world: torch.Tensor) -> torch.Tensor:
+    """``(N, 4, 4)`` camera-to-world (OpenCV axes) -> poses relative to the first camera."""
+    c2w = camera_to_world.double()
+    return (torch.linalg.inv(c2w[0])[None] @ c2w).float()
+
+
+def _scaled(poses: torch.Tensor, scale: float) -> torch.Tensor:
+    poses = poses.clone()
+    poses[:, :3, 3] *= scale
+    return poses
+
+
+def path_from_realestate10k(text: str, *, scale: float = 1.0, use_intrinsics: bool = True) -> CameraPath:
+    """RealEstate10K / CameraCtrl camera text -> a path relative to its first frame.
+
+    Each data line is ``timestamp fx fy cx cy k1 k2`` followed by the 3x4 world-to-camera matrix row by
+    row (OpenCV axes); intrinsics are normalised by the image size. Lines that are not 19 numbers (the
+    URL on the first line) are skipped.
+
+    Args:
+        scale: multiplies translations (RealEstate10K's units are arbitrary: match them to the depth's).
+        use_intrinsics: take each frame's horizontal field of view from its ``fx``.
+    """
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        try:
+            values = [float(v) for v in parts]
+        except ValueError:
+            continue
+        if len(values) != 19:
+            if values:
+                raise CameraPathError(f"line {number}: expected 19 numbers (timestamp fx fy cx cy k1 k2 and a "
+                                      f"3x4 matrix), found {len(values)}")
+            continue
+        rows.append(values)
+    if not rows:
+        raise CameraPathError("no camera lines found: expected RealEstate10K lines of 19 numbers")
+    data = torch.tensor(rows, dtype=torch.float64)
+    w2c = torch.eye(4, dtype=torch.float64).repeat(len(rows), 1, 1)
+    w2c[:, :3, :] = data[:, 7:].reshape(-1, 3, 4)
+    poses = _scaled(_relative_to_first(torch.linalg.inv(w2c)), scale)
+    fov = (torch.rad2deg(2 * torch.atan(0.5 / data[:, 1])).float() if use_intrinsics
+           else torch.full((len(rows),), float("nan")))
+    return CameraPath(poses=poses, fov_deg=fov)
+
+
+_OPENGL_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
+
+
+def path_from_nerf(data: dict, *, scale: float = 1.0) -> CameraPath:
+    """NeRF / instant-ngp / nerfstudio ``transforms.json`` -> a path relative to its first frame.
+
+    ``frames[i].transform_matrix`` is camera-to-world with OpenGL axes (+y up, +z backward); frames are
+    taken in file order. The field of view comes from ``camera_angle_x`` (radians) or ``fl_x`` and ``w``,
+    per frame if given there, else from the top level.
+    """
+    frames = data.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise CameraPathError("transforms.json has no 'frames' list")
+    c2w, fovs = [], []
+    for i, frame in enumerate(frames):
+        matrix = frame.get("transform_matrix") if isinstance(frame, dict) else None
+        if not (isinstance(matrix, list) and len(matrix) in (3, 4)):
+            raise CameraPathError(f"frame {i}: 'transform_matrix' must be a 4x4 list")
+        if len(matrix) == 3:
+            matrix = matrix + [[0, 0, 0, 1]]
+        pose = _check_pose(matrix, f"frame {i}").double()
+        c2w.append(pose @ _OPENGL_TO_OPENCV)
+        fovs.append(_nerf_fov(frame, data))
+    poses = _scaled(_relative_to_first(torch.stack(c2w)), scale)
+    return CameraPath(poses=poses, fov_deg=torch.tensor(fovs, dtype=torch.float32))
+
+
+def _nerf_fov(frame: dict, top: dict) -> float:
+    for source in (frame, top):
+        if "camera_angle_x" in source:
+            return math.degrees(float(source["camera_angle_x"]))
+        if "fl_x" in source and "w" in source:
+            return math.degrees(2 * math.atan(float(source["w"]) / (2 * float(source["fl_x"]))))
+    return float("nan")
+
+
+def load_path_file(file: str | os.PathLike, *, scale: float = 1.0) -> CameraPath:
+    """Any supported camera file, recognised by its content: ReCapture JSON, NeRF transforms.json or
+    RealEstate10K / CameraCtrl text. ``scale`` multiplies imported translations (not ReCapture JSON's)."""
+    file = Path(file)
+    if not file.is_file():
+        raise CameraPathError(f"camera file {file} does not exist")
+    text = file.read_text(encoding="utf-8", errors="replace")
+    if text.lstrip().startswith("{"):
+        data = _read_json(file)
+        if isinstance(data, dict) and ("convention" in data or "version" in data):
+            return path_from_json(data)
+        if isinstance(data, dict) and isinstance(data.get("frames"), list):
+            return path_from_nerf(data, scale=scale)
+        raise CameraPathError(f"{file.name}: a JSON file that is neither a ReCapture camera file "
+                              "('version', 'convention', 'frames') nor a NeRF transforms.json")
+    return path_from_realestate10k(text, scale=scale)
+
+
+def _slerp(q0: torch.Tensor, q1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation of unit quaternions ``(N, 4)`` with weights ``(N,)``."""
+    dot = (q0 * q1).sum(-1, keepdim=True)
+    q1 = torch.where(dot < 0, -q1, q1)  # the short way round
+    dot = dot.abs().clamp(max=1.0)
+    theta = torch.acos(dot)
+    sin = torch.sin(theta)
+    t = t[:, None]
+    linear = sin < 1e-6
+    w0 = torch.where(linear, 1 - t, torch.sin((1 - t) * theta) / sin.clamp_min(1e-12))
+    w1 = torch.where(linear, t, torch.sin(t * theta) / sin.clamp_min(1e-12))
+    q = w0 * q0 + w1 * q1
+    return q / q.norm(dim=-1, keepdim=True)
+
+
+def resample_path(path: CameraPath, num_frames: int) -> CameraPath:
+    """Resamples a path to ``num_frames`` evenly over its length (first and last frames kept).
+
+    Translations and fields of view interpolate linearly, rotations by quaternion slerp.
+    """
+    from kornia.geometry.conversions import quaternion_to_rotation_matrix, rotation_matrix_to_quaternion
+
+    if num_frames < 1:
+        raise CameraPathError(f"the path needs at least 1 frame, got {num_frames}")
+    n = path.num_frames
+    if n == num_frames:
+        return path
+    position = torch.linspace(0, n - 1, num_frames) if num_frames > 1 else torch.zeros(1)
+    lo = position.floor().long().clamp(max=n - 1)
+    hi = (lo + 1).clamp(max=n - 1)
+    t = position - lo.float()
+    quats = rotation_matrix_to_quaternion(path.poses[:, :3, :3].contiguous())
+    rotation = quaternion_to_rotation_matrix(_slerp(quats[lo], quats[hi], t))
+    translation = torch.lerp(path.poses[lo, :3, 3], path.poses[hi, :3, 3], t[:, None])
+    fov = torch.lerp(path.fov_deg[lo], path.fov_deg[hi], t)
+    return CameraPath(poses=_rigid(rotation, translation), fov_deg=fov)
