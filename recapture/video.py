@@ -55,6 +55,12 @@ def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
+def has_frames(folder: str | os.PathLike) -> bool:
+    """Whether a folder holds at least one image frame (stops at the first)."""
+    with os.scandir(folder) as entries:
+        return any(e.is_file() and os.path.splitext(e.name)[1].lower() in FRAME_EXTENSIONS for e in entries)
+
+
 def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     """Image files of a frame folder in natural order (``frame_2.png`` before ``frame_10.png``)."""
     folder = Path(folder)
