@@ -1,0 +1,173 @@
+"""Stage 1 rendering: each frame's point cloud seen from its new camera -> anchor video + validity mask.
+
+Forward splatting with a z-buffer, in two passes over the points of a chunk of frames:
+
+1. every point covers its *core*, the target pixels whose centres fall inside the area its source pixel
+   projects to (half-width grows with the point's magnification, so a camera moving in does not open
+   cracks); the nearest depth whose core reaches each pixel is kept (``scatter_reduce`` with
+   ``amin``). A pixel is valid where some core reaches it.
+2. every point also spreads a tent filter over a slightly wider footprint; at each valid pixel the
+   points whose depth is within a small relative tolerance of the nearest depth are blended with those
+   weights, the others (hidden surfaces, and foreground tails spilling over a silhouette) are not.
+
+Everything is batched torch on the cloud's device (CPU, CUDA or MPS), float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from .pointcloud import unproject
+from .types import CameraPath, PointCloud
+
+# Points with a footprint above this many pixels per side crack (a zoom beyond ~x12 into the source).
+MAX_FOOTPRINT = 16
+# The core's half-width relative to the point spacing: over 1/2 so neighbouring cores overlap even
+# where a surface seen at an angle spreads its points wider than the fronto-parallel estimate.
+CORE_MARGIN = 0.625
+
+
+def new_intrinsics(source: torch.Tensor, fov_deg: torch.Tensor, width: int) -> torch.Tensor:
+    """The new cameras' intrinsics ``(N, 3, 3)``: the source's, with the focal length of ``fov_deg``
+    (horizontal, degrees) where it is not NaN; the principal point is kept."""
+    focal = width / (2.0 * torch.tan(torch.deg2rad(fov_deg.to(source)) / 2.0))
+    keep = torch.isnan(focal)
+    k = source.clone()
+    k[:, 0, 0] = torch.where(keep, source[:, 0, 0], focal)
+    k[:, 1, 1] = torch.where(keep, source[:, 1, 1], focal * source[:, 1, 1] / source[:, 0, 0])
+    return k
+
+
+def invert_rigid(pose: torch.Tensor) -> torch.Tensor:
+    """Inverse of rigid transforms ``(N, 4, 4)`` without a general matrix inverse."""
+    r, t = pose[:, :3, :3], pose[:, :3, 3:]
+    inv = torch.zeros_like(pose)
+    inv[:, :3, :3] = r.transpose(1, 2)
+    inv[:, :3, 3:] = -r.transpose(1, 2) @ t
+    inv[:, 3, 3] = 1.0
+    return inv
+
+
+def core_half_widths(magnification: torch.Tensor) -> torch.Tensor:
+    """Half-width (pixels) of each point's core; at least 0.55 so that a point covers the pixel it
+    falls in even when the camera moves away."""
+    return (CORE_MARGIN * magnification).clamp_min(0.55)
+
+
+def footprint_sides(core: torch.Tensor) -> torch.Tensor:
+    """Footprint side (pixels) for each point: 2 (bilinear) while the core fits, else just wider than
+    the core."""
+    sides = torch.where(core < 1.0, torch.full_like(core, 2.0), torch.ceil(2.0 * core) + 1.0)
+    return sides.clamp(max=MAX_FOOTPRINT).to(torch.int64)
+
+
+def _splat_entries(u: torch.Tensor, v: torch.Tensor, core: torch.Tensor, side: int, width: int, height: int):
+    """Target pixels and tent weights of points with one footprint side.
+
+    Returns ``(point index, pixel index, weight, in core)`` flat tensors for every (point, pixel) pair
+    with a positive weight inside the image.
+    """
+    half = side / 2.0
+    x0 = torch.floor(u - half) + 1.0
+    y0 = torch.floor(v - half) + 1.0
+    steps = torch.arange(side, device=u.device, dtype=u.dtype)
+    px = x0[:, None, None] + steps[None, None, :]  # (P, 1, side)
+    py = y0[:, None, None] + steps[None, :, None]  # (P, side, 1)
+    dx, dy = (px - u[:, None, None]).abs(), (py - v[:, None, None]).abs()
+    weight = ((1.0 - dx / half).clamp_min(0.0) * (1.0 - dy / half).clamp_min(0.0)).reshape(len(u), -1)
+    c = core[:, None, None]
+    in_core = ((dx < c) & (dy < c)).reshape(len(u), -1)
+    inside = ((px >= 0) & (px < width) & (py >= 0) & (py < height)).reshape(len(u), -1)
+    pixel = (py * width + px).reshape(len(u), -1)
+    keep = (weight > 0) & inside
+    point = torch.arange(len(u), device=u.device)[:, None].expand_as(keep)
+    return point[keep], pixel[keep].to(torch.int64), weight[keep], in_core[keep]
+
+
+def _render_chunk(colors, depth, intrinsics, poses, fov_deg, depth_tolerance):
+    b, h, w = depth.shape
+    k_new = new_intrinsics(intrinsics, fov_deg, w)
+    points = unproject(depth, intrinsics).reshape(b, -1, 3)
+    to_new = invert_rigid(poses)
+    p = points @ to_new[:, :3, :3].transpose(1, 2) + to_new[:, None, :3, 3]
+    z = p[..., 2]
+    valid = (depth.reshape(b, -1) > 0) & (z > 1e-6)
+    frame = torch.arange(b, device=depth.device)[:, None].expand(b, h * w)[valid]
+    z_src = depth.reshape(b, -1)[valid]
+    z, p = z[valid], p[valid]
+    fx, fy = k_new[frame, 0, 0], k_new[frame, 1, 1]
+    u = fx * p[:, 0] / z + k_new[frame, 0, 2]
+    v = fy * p[:, 1] / z + k_new[frame, 1, 2]
+    color = colors.reshape(b, -1, 3)[valid]
+    core = core_half_widths((fx * z_src) / (intrinsics[frame, 0, 0] * z))
+    sides = footprint_sides(core)
+
+    entries = []
+    for side in torch.unique(sides).tolist():
+        chosen = (sides == side).nonzero().squeeze(1)
+        point, pixel, weight, in_core = _splat_entries(u[chosen], v[chosen], core[chosen], side, w, h)
+        point = chosen[point]
+        entries.append((point, pixel + frame[point] * (h * w), weight, in_core))
+    point, pixel, weight, in_core = (torch.cat(parts) for parts in zip(*entries))
+
+    # pass 1: the nearest core at each pixel; pass 2: blend the points at that depth
+    nearest = torch.full((b * h * w,), math.inf, device=depth.device)
+    nearest.scatter_reduce_(0, pixel[in_core], z[point[in_core]], reduce="amin")
+    visible = (z[point] - nearest[pixel]).abs() <= nearest[pixel] * depth_tolerance
+    point, pixel, weight = point[visible], pixel[visible], weight[visible]
+    weight_sum = torch.zeros(b * h * w, device=depth.device).index_add_(0, pixel, weight)
+    color_sum = torch.zeros(b * h * w, 3, device=depth.device).index_add_(0, pixel, color[point] * weight[:, None])
+    mask = torch.isfinite(nearest)
+    anchor = torch.where(mask[:, None], color_sum / weight_sum.clamp_min(1e-12)[:, None], torch.zeros_like(color_sum))
+    return anchor.reshape(b, h, w, 3), mask.reshape(b, h, w).float()
+
+
+def grow_holes(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Erodes the valid region ``(N, H, W)`` by ``pixels`` (the holes grow by as much)."""
+    from kornia.morphology import erosion
+
+    if pixels <= 0:
+        return mask
+    kernel = torch.ones(2 * pixels + 1, 2 * pixels + 1, device=mask.device)
+    return erosion(mask[:, None], kernel, border_type="geodesic")[:, 0]
+
+
+def render_anchor(cloud: PointCloud, path: CameraPath, *, dilate_holes: int = 0, depth_tolerance: float = 0.02,
+                  chunk_frames: int = 4, on_frame: Callable[[int], None] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renders each frame's point cloud from its new camera.
+
+    Args:
+        cloud: per-frame points (``N`` frames of ``H x W``).
+        path: ``N`` new cameras, each relative to its frame's source camera.
+        dilate_holes: grow the holes by this many pixels (their anchor colour becomes 0).
+        depth_tolerance: points within this relative depth of the nearest one at a pixel are blended.
+        chunk_frames: frames rendered together (bounds memory).
+        on_frame: called with the number of frames finished after each chunk (progress and cancel).
+
+    Returns:
+        anchor ``(N, H, W, 3)`` in 0..1 (0 in holes) and validity mask ``(N, H, W)`` (1 = a point
+        landed), on the cloud's device.
+    """
+    if path.num_frames != cloud.num_frames:
+        raise ValueError(f"the camera path has {path.num_frames} frames but the point cloud has "
+                         f"{cloud.num_frames}: use a path with one camera per frame")
+    device = cloud.depth.device
+    poses, fov = path.poses.to(device, torch.float32), path.fov_deg.to(device, torch.float32)
+    anchors, masks = [], []
+    for start in range(0, cloud.num_frames, chunk_frames):
+        part = slice(start, start + chunk_frames)
+        anchor, mask = _render_chunk(cloud.colors[part].float(), cloud.depth[part].float(),
+                                     cloud.intrinsics[part].float(), poses[part], fov[part], depth_tolerance)
+        anchors.append(anchor)
+        masks.append(mask)
+        if on_frame is not None:
+            on_frame(anchor.shape[0])
+    anchor, mask = torch.cat(anchors), torch.cat(masks)
+    if dilate_holes > 0:
+        mask = grow_holes(mask, dilate_holes)
+        anchor = anchor * mask[..., None]
+    return anchor, mask
