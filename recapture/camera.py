@@ -13,8 +13,9 @@ at the last frame:
 - ``roll_right`` turns the camera clockwise about its optical axis as seen from behind it (the image
   content turns counter-clockwise); ``roll_left`` the other way.
 - ``truck_*``, ``pedestal_*``, ``dolly_*``: the camera moves sideways, vertically, along its optical
-  axis by ``amount * pivot_distance``.
-- ``zoom_in`` / ``zoom_out``: the focal length grows / shrinks by the factor ``amount``; nothing moves.
+  axis by ``amount`` percent of ``pivot_distance``.
+- ``zoom_in`` / ``zoom_out``: the focal length grows / shrinks by ``amount`` percent (``zoom_in`` 50 =
+  x1.5, ``zoom_out`` 50 = /1.5); nothing moves.
 """
 
 from __future__ import annotations
@@ -96,8 +97,8 @@ def preset_path(preset: str, num_frames: int, amount: float, *, pivot_distance: 
     Args:
         preset: one of ``PRESETS``.
         num_frames: frames in the path; a single frame gets the full move (a one-image camera move).
-        amount: degrees for orbit/pan/tilt/roll; a fraction of ``pivot_distance`` for
-            truck/pedestal/dolly; the focal-length factor for zoom (1.5 = 1.5x longer / shorter).
+        amount: degrees for orbit/pan/tilt/roll; percent of ``pivot_distance`` for
+            truck/pedestal/dolly; percent of focal-length change for zoom (50 = x1.5 / divided by 1.5).
             Negative values reverse the direction.
         pivot_distance: distance from the source camera to the subject (scene units).
         easing: one of ``EASINGS``.
@@ -119,16 +120,16 @@ def preset_path(preset: str, num_frames: int, amount: float, *, pivot_distance: 
         return CameraPath(poses=_rigid(identity, torch.zeros(num_frames, 3)), fov_deg=fov)
     kind, axis, sign = _PRESET_MOTION[preset]
     if kind == "zoom":
-        if amount <= 0:
-            raise CameraPathError(f"zoom amount is a focal-length factor and must be > 0, got {amount}")
-        scale = 1.0 + (amount - 1.0) * progress
+        if amount <= -100:
+            raise CameraPathError(f"zoom amount is a percent change of focal length and must be > -100, got {amount}")
+        scale = 1.0 + amount / 100.0 * progress
         scale = scale if sign > 0 else 1.0 / scale
         half = math.tan(math.radians(source_fov_deg) / 2)
         fov = torch.rad2deg(2 * torch.atan(half / scale))
         return CameraPath(poses=_rigid(identity, torch.zeros(num_frames, 3)), fov_deg=fov.float())
     if kind == "move":
         direction = torch.tensor(axis) * sign
-        translation = direction[None] * (amount * pivot_distance * progress)[:, None]
+        translation = direction[None] * (amount / 100.0 * pivot_distance * progress)[:, None]
         return CameraPath(poses=_rigid(identity, translation), fov_deg=fov)
     rotation = rotation_about(axis, torch.deg2rad(sign * amount * progress))
     if kind == "rotate":

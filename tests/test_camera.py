@@ -19,8 +19,7 @@ def centres(path: CameraPath) -> torch.Tensor:
 
 @pytest.mark.parametrize("preset", [p for p in camera.PRESETS if p != "zoom_in" and p != "zoom_out"])
 def test_every_preset_starts_at_the_source_and_stays_rigid(preset):
-    path = camera.preset_path(preset, 7, 20 if "orbit" in preset or preset[:3] in ("pan", "til", "rol") else 0.2,
-                              pivot_distance=2.0)
+    path = camera.preset_path(preset, 7, 20, pivot_distance=2.0)
     torch.testing.assert_close(path.poses[0], torch.eye(4))
     r = path.poses[:, :3, :3]
     torch.testing.assert_close(r.transpose(1, 2) @ r, torch.eye(3).expand(7, 3, 3), atol=1e-5, rtol=0)
@@ -52,7 +51,7 @@ def test_rotations_in_place_and_moves():
     for preset in ("pan_left", "tilt_up", "roll_right"):
         assert centres(camera.preset_path(preset, 5, 25)).abs().max() < 1e-6
     assert camera.preset_path("roll_right", 2, 10).poses[-1, 1, 0] > 0  # the x axis turns down: clockwise
-    end = lambda preset: centres(camera.preset_path(preset, 3, 0.3, pivot_distance=2.0))[-1]  # noqa: E731
+    end = lambda preset: centres(camera.preset_path(preset, 3, 30, pivot_distance=2.0))[-1]  # noqa: E731
     torch.testing.assert_close(end("dolly_in"), torch.tensor([0.0, 0.0, 0.6]))
     torch.testing.assert_close(end("dolly_out"), torch.tensor([0.0, 0.0, -0.6]))
     torch.testing.assert_close(end("truck_right"), torch.tensor([0.6, 0.0, 0.0]))
@@ -62,10 +61,11 @@ def test_rotations_in_place_and_moves():
 
 
 def test_zoom_changes_only_the_focal_length():
-    path = camera.preset_path("zoom_in", 3, 2.0, easing="linear", source_fov_deg=60.0)
+    path = camera.preset_path("zoom_in", 3, 100, easing="linear", source_fov_deg=60.0)
     expected = [math.degrees(2 * math.atan(math.tan(math.radians(30)) / s)) for s in (1.0, 1.5, 2.0)]
     torch.testing.assert_close(path.fov_deg, torch.tensor(expected))
-    assert camera.preset_path("zoom_out", 2, 2.0).fov_deg[-1] > 60
+    assert camera.preset_path("zoom_out", 2, 100).fov_deg[-1] == pytest.approx(
+        math.degrees(2 * math.atan(math.tan(math.radians(30)) * 2)))
     torch.testing.assert_close(path.poses, torch.eye(4).expand(3, 4, 4))
 
 
@@ -82,7 +82,7 @@ def test_easing_profiles():
 
 
 def test_single_frame_gets_the_full_move_and_bad_values_are_named():
-    assert centres(camera.preset_path("dolly_in", 1, 0.5, pivot_distance=2.0))[0, 2] == pytest.approx(1.0)
+    assert centres(camera.preset_path("dolly_in", 1, 50, pivot_distance=2.0))[0, 2] == pytest.approx(1.0)
     with pytest.raises(CameraPathError, match="unknown camera preset 'spin'.*orbit_left"):
         camera.preset_path("spin", 3, 1)
     with pytest.raises(CameraPathError, match="unknown easing"):
@@ -146,7 +146,7 @@ def test_malformed_camera_files_say_where(tmp_path, text, message):
 def known_trajectory(n: int = 6) -> torch.Tensor:
     """Camera-to-world poses (OpenCV axes) of an arbitrary path in an arbitrary world frame."""
     path = camera.preset_path("orbit_left", n, 30, pivot_distance=2.0, easing="linear")
-    moved = camera.preset_path("pedestal_up", n, 0.3, pivot_distance=2.0, easing="ease_in").poses
+    moved = camera.preset_path("pedestal_up", n, 30, pivot_distance=2.0, easing="ease_in").poses
     world_from_first = camera.preset_path("pan_right", 2, 37).poses[-1].clone()
     world_from_first[:3, 3] = torch.tensor([3.0, -1.0, 5.0])
     return world_from_first @ path.poses @ moved

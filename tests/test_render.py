@@ -56,11 +56,11 @@ def test_identity_path_reproduces_the_source_exactly(scene_cloud):
     ("orbit 12 deg around the card", lambda: camera.preset_path("orbit_left", 2, 12, pivot_distance=3.0).poses[-1],
      math.nan, 0.6, 0.9),
     ("orbit up 8 deg", lambda: camera.preset_path("orbit_up", 2, 8, pivot_distance=3.0).poses[-1], math.nan, 0.6, 0.98),
-    ("truck right", lambda: camera.preset_path("truck_right", 2, 0.15, pivot_distance=3.0).poses[-1],
+    ("truck right", lambda: camera.preset_path("truck_right", 2, 15, pivot_distance=3.0).poses[-1],
      math.nan, 0.6, 0.95),
-    ("pedestal up", lambda: camera.preset_path("pedestal_up", 2, 0.1, pivot_distance=3.0).poses[-1],
+    ("pedestal up", lambda: camera.preset_path("pedestal_up", 2, 10, pivot_distance=3.0).poses[-1],
      math.nan, 0.6, 0.99),
-    ("strong dolly in", lambda: camera.preset_path("dolly_in", 2, 0.35, pivot_distance=6.0).poses[-1],
+    ("strong dolly in", lambda: camera.preset_path("dolly_in", 2, 35, pivot_distance=6.0).poses[-1],
      math.nan, 0.99, 1.0),
     ("zoom x2", lambda: torch.eye(4), 32.2, 0.99, 1.0),
 ])
@@ -90,7 +90,7 @@ def test_dolly_in_does_not_crack(scene_cloud):
     """Moving 35 % of the way to the wall magnifies it 1.5x and the card 3x: one-pixel splats leave
     most pixels empty, footprints sized by magnification leave none."""
     _, cloud, _ = scene_cloud
-    pose = camera.preset_path("dolly_in", 2, 0.35, pivot_distance=6.0).poses[-1]
+    pose = camera.preset_path("dolly_in", 2, 35, pivot_distance=6.0).poses[-1]
     assert naive_splat_coverage(cloud, pose) < 0.6
     _, mask = render_anchor(cloud, CameraPath(poses=pose[None], fov_deg=torch.tensor([math.nan])))
     assert mask.mean() == 1.0
@@ -106,7 +106,7 @@ def test_near_points_win():
     depth[:, 2:6, 2:6] = 1.0
     cloud = PointCloud(colors=colors, depth=depth, intrinsics=k)
     # a small sideways move: the red square must stay in front of the wall where they overlap
-    pose = camera.preset_path("truck_right", 2, 0.05, pivot_distance=1.0).poses[-1]
+    pose = camera.preset_path("truck_right", 2, 5, pivot_distance=1.0).poses[-1]
     anchor, mask = render_anchor(cloud, CameraPath(poses=pose[None], fov_deg=torch.tensor([math.nan])))
     centre = anchor[0, 3:5, 2:4]
     assert (centre[..., 0] > 0.99).all() and (centre[..., 2] < 0.01).all()

@@ -1,0 +1,219 @@
+"""Stage 1 nodes: depth -> point cloud, a camera path, and the anchor video with its validity mask."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import comfy.model_management
+import folder_paths
+import torch
+
+from ..recapture import camera
+from ..recapture.types import CameraPath, PointCloud
+from ._api import Progress, io, ui
+from .depth import DepthType
+
+PointCloudType = io.Custom("RECAPTURE_POINTCLOUD")
+CameraPathType = io.Custom("RECAPTURE_CAMERA_PATH")
+
+DEPTH_KINDS = ("inverse", "relative", "metric")
+NO_FILE = "(none: use the preset)"
+PATH_FILE_EXTENSIONS = (".json", ".txt")
+
+
+def _output_file(prefix: str, extension: str) -> tuple[str, str]:
+    """A new file under ComfyUI's output folder -> (absolute path, path relative to output/)."""
+    out_dir = folder_paths.get_output_directory()
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir)
+    filename = f"{name}_{counter:05}_.{extension}"
+    return os.path.join(folder, filename), os.path.join(subfolder, filename) if subfolder else filename
+
+
+class ReCaptureDepthToPointCloud(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ReCaptureDepthToPointCloud",
+            display_name="ReCapture Depth To Point Cloud",
+            category="ReCapture/anchor",
+            description=(
+                "Turns each frame and its depth into a point cloud in that frame's camera. Depth may come "
+                "from ReCapture Estimate Depth or from any depth node (IMAGE or MASK). Relative depth is "
+                "normalised over the whole clip, so the scene does not breathe. Also writes a point cloud "
+                "of the first frame under output/ for Preview 3D."
+            ),
+            inputs=[
+                io.Image.Input("frames", tooltip="The source frames (colours of the points)."),
+                io.MultiType.Input("depth", types=[io.Image, io.Mask, DepthType],
+                                   tooltip="Depth per frame: ReCapture depth, or an IMAGE/MASK from another "
+                                           "depth node. A different resolution with the same aspect ratio is "
+                                           "resized to the frames."),
+                io.Combo.Input("depth_kind", options=list(DEPTH_KINDS), default="inverse",
+                               tooltip="For IMAGE/MASK depth: inverse = relative inverse depth, bright = near "
+                                       "(Depth Anything, MiDaS, most depth nodes); relative = bright = far; "
+                                       "metric = z-depth in metres. ReCapture depth brings its own kind."),
+                io.Float.Input("near", default=1.0, min=0.001, max=10_000.0, step=0.1,
+                               tooltip="Distance of the nearest point for relative depth (scene units)."),
+                io.Float.Input("far", default=10.0, min=0.002, max=100_000.0, step=0.1,
+                               tooltip="Distance of the farthest point for relative depth (scene units)."),
+                io.Float.Input("fov_deg", default=60.0, min=1.0, max=179.0, step=0.5,
+                               tooltip="Horizontal field of view of the source camera in degrees "
+                                       "(phones ~65-75, 35 mm lens on full frame ~54)."),
+                io.Float.Input("edge_threshold", default=0.04, min=0.0, max=1.0, step=0.005,
+                               tooltip="Drop points on depth discontinuities whose relative depth jump exceeds "
+                                       "this (removes stretched 'rubber sheet' edges). 0 keeps every point."),
+                io.Int.Input("preview_points", default=100_000, min=1_000, max=2_000_000, step=1_000,
+                             tooltip="Points written to the first frame's preview file."),
+            ],
+            outputs=[
+                PointCloudType.Output("point_cloud", display_name="point_cloud", tooltip="Per-frame points, colours and intrinsics."),
+                io.String.Output("preview_file", display_name="preview_file", tooltip="The first frame's point cloud (.glb) relative to output/, "
+                                                         "for the core Preview 3D node; a .ply is written beside it."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, frames, depth, depth_kind: str, near: float, far: float, fov_deg: float,
+                edge_threshold: float, preview_points: int) -> io.NodeOutput:
+        from ..recapture.depth import depth_from_image, match_depth_size
+        from ..recapture.pointcloud import make_point_cloud, point_cloud_preview_points, write_glb_points, write_ply
+        from ..recapture.types import DepthMaps
+
+        if isinstance(depth, DepthMaps):
+            values, depth_kind = depth.values, depth.kind
+        else:
+            values = depth_from_image(depth)
+        values = match_depth_size(values, frames.shape[1], frames.shape[2])
+        cloud = make_point_cloud(frames.float(), values, kind=depth_kind, fov_deg=fov_deg, near=near, far=far,
+                                 edge_threshold=edge_threshold)
+        points, colors = point_cloud_preview_points(cloud, frame=0, max_points=preview_points)
+        glb_path, glb_rel = _output_file("recapture/pointcloud", "glb")
+        write_glb_points(glb_path, points, colors)
+        write_ply(os.path.splitext(glb_path)[0] + ".ply", points, colors)
+        return io.NodeOutput(cloud, glb_rel)
+
+
+class ReCaptureCameraTrajectory(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ReCaptureCameraTrajectory",
+            display_name="ReCapture Camera Trajectory",
+            category="ReCapture/camera",
+            description=(
+                "The new camera path, one camera per frame, relative to each frame's source camera. Presets "
+                "(orbit around the subject, pan, tilt, truck, pedestal, dolly, zoom, roll) or a camera file: "
+                "ReCapture JSON, RealEstate10K / CameraCtrl .txt, NeRF transforms.json."
+            ),
+            inputs=[
+                io.Combo.Input("preset", options=list(camera.PRESETS), default="orbit_left",
+                               tooltip="orbit_*: circle the subject at the pivot distance; pan/tilt/roll: rotate "
+                                       "in place; truck/pedestal/dolly: move sideways/up-down/forward; zoom: "
+                                       "change the focal length only."),
+                io.Float.Input("amount", default=20.0, min=-3600.0, max=3600.0, step=1.0,
+                               tooltip="Degrees for orbit/pan/tilt/roll; percent of the subject distance for "
+                                       "truck/pedestal/dolly; percent focal-length change for zoom (50: x1.5 "
+                                       "in, /1.5 out). Negative reverses the move."),
+                io.Combo.Input("easing", options=list(camera.EASINGS), default="ease_in_out",
+                               tooltip="How the move speeds up and slows down over the clip."),
+                io.Int.Input("frames", default=14, min=1, max=10_000,
+                             tooltip="Number of frames; a connected point cloud sets it instead."),
+                io.Float.Input("pivot_distance", default=0.0, min=0.0, max=100_000.0, step=0.1,
+                               tooltip="Distance from the camera to the subject the orbit circles (scene units). "
+                                       "0 = the depth at the image centre of the connected point cloud."),
+                io.Combo.Input("camera_file", options=[NO_FILE] + _path_files(), default=NO_FILE,
+                               tooltip="A camera path file in the input folder; it replaces the preset and is "
+                                       "resampled to the frame count."),
+                PointCloudType.Input("point_cloud", optional=True,
+                                     tooltip="The scene: gives the pivot distance, the frame count and the source "
+                                             "field of view."),
+            ],
+            outputs=[
+                CameraPathType.Output("camera_path", display_name="camera_path", tooltip="One new camera per frame."),
+                io.String.Output("path_json", display_name="path_json", tooltip="The path in ReCapture's camera file format (JSON)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, preset: str, amount: float, easing: str, frames: int, pivot_distance: float,
+                camera_file: str, point_cloud: PointCloud | None = None) -> io.NodeOutput:
+        source_fov = 60.0
+        if point_cloud is not None:
+            frames = point_cloud.num_frames
+            k = point_cloud.intrinsics[0]
+            source_fov = float(torch.rad2deg(2 * torch.atan(point_cloud.width / (2 * k[0, 0]))))
+        if camera_file != NO_FILE:
+            path = camera.resample_path(camera.load_path_file(_resolve_path_file(camera_file)), frames)
+        else:
+            if pivot_distance <= 0:
+                if point_cloud is None:
+                    raise ValueError("pivot_distance is 0 (auto) but no point cloud is connected: connect "
+                                     "ReCapture Depth To Point Cloud or set pivot_distance")
+                pivot_distance = camera.pivot_distance_from_depth(point_cloud.depth[0])
+            path = camera.preset_path(preset, frames, amount, pivot_distance=pivot_distance, easing=easing,
+                                      source_fov_deg=source_fov)
+        return io.NodeOutput(path, json.dumps(camera.path_to_json(path)))
+
+
+def _path_files() -> list[str]:
+    root = folder_paths.get_input_directory()
+    return sorted(n for n in os.listdir(root) if n.lower().endswith(PATH_FILE_EXTENSIONS)
+                  and os.path.isfile(os.path.join(root, n)))
+
+
+def _resolve_path_file(name: str) -> str:
+    root = os.path.realpath(folder_paths.get_input_directory())
+    path = os.path.realpath(os.path.join(root, name))
+    if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
+        raise ValueError(f"camera file {name!r} is not in ComfyUI's input folder: upload it there and pick it")
+    return path
+
+
+class ReCaptureRenderAnchor(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ReCaptureRenderAnchor",
+            display_name="ReCapture Render Anchor",
+            category="ReCapture/anchor",
+            description=(
+                "Renders each frame's point cloud from its new camera: the anchor video, with holes where "
+                "the source never saw the scene, and its validity mask. Near points win; point footprints "
+                "grow when the camera moves in, so zooming does not crack."
+            ),
+            inputs=[
+                PointCloudType.Input("point_cloud"),
+                CameraPathType.Input("camera_path"),
+                io.Int.Input("dilate_holes", default=0, min=0, max=64,
+                             tooltip="Grow the holes by this many pixels (hides unreliable hole borders)."),
+            ],
+            outputs=[
+                io.Image.Output("anchor", display_name="anchor", tooltip="The anchor video: the scene seen from the new camera, black in holes."),
+                io.Mask.Output("mask", display_name="mask", tooltip="Validity mask: 1 where a point landed, 0 in holes."),
+                io.Mask.Output("holes", display_name="holes", tooltip="1 - mask: 1 in holes (ComfyUI's inpainting convention)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, point_cloud: PointCloud, camera_path: CameraPath, dilate_holes: int) -> io.NodeOutput:
+        from ..recapture.render import render_anchor
+
+        if camera_path.num_frames != point_cloud.num_frames:
+            raise ValueError(
+                f"the camera path has {camera_path.num_frames} frames but the point cloud has "
+                f"{point_cloud.num_frames}: connect the point cloud to the Camera Trajectory node (it then "
+                "uses the clip's frame count) or set its frames to match"
+            )
+        device = comfy.model_management.get_torch_device()
+        progress = Progress(point_cloud.num_frames)
+        anchor, mask = render_anchor(_to(point_cloud, device), _to(camera_path, device),
+                                     dilate_holes=dilate_holes, on_frame=lambda _: progress.advance())
+        anchor, mask = anchor.cpu(), mask.cpu()
+        return io.NodeOutput(anchor, mask, 1.0 - mask, ui=ui.PreviewImage(anchor, cls=cls))
+
+
+def _to(value, device):
+    """A copy of a PointCloud / CameraPath with its tensors on ``device``."""
+    fields = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(value).items()}
+    return type(value)(**fields)

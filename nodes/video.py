@@ -1,0 +1,118 @@
+"""ReCaptureLoadVideo: the user's clip, trimmed and sized for SVD."""
+
+from __future__ import annotations
+
+import os
+
+import folder_paths
+
+from ..recapture.video import (FIT_MODES, VIDEO_EXTENSIONS, ClipSelection, fit_frames, has_frames, list_frame_files,
+                               read_clip, select_frames)
+from ._api import Progress, io
+
+
+NO_FOLDER = "(none: use the video)"
+
+
+def _video_files() -> list[str]:
+    root = folder_paths.get_input_directory()
+    return sorted(n for n in os.listdir(root)
+                  if n.lower().endswith(VIDEO_EXTENSIONS) and os.path.isfile(os.path.join(root, n)))
+
+
+def _frame_folders() -> list[str]:
+    """Sub-folders of the input folder that hold image frames (shown with a trailing '/')."""
+    root = folder_paths.get_input_directory()
+    return sorted(n + "/" for n in os.listdir(root)
+                  if not n.startswith(".") and os.path.isdir(os.path.join(root, n)) and has_frames(os.path.join(root, n)))
+
+
+def _resolve_input(name: str) -> str:
+    """A choice of the combo -> a path inside the input folder (never outside it)."""
+    root = os.path.realpath(folder_paths.get_input_directory())
+    path = os.path.realpath(os.path.join(root, name.rstrip("/")))
+    if os.path.commonpath([root, path]) != root:
+        raise ValueError(f"{name!r} is outside ComfyUI's input folder: pick a file from the list")
+    return path
+
+
+class ReCaptureLoadVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ReCaptureLoadVideo",
+            display_name="ReCapture Load Video",
+            category="ReCapture/video",
+            description=(
+                "Loads the clip to re-film: a video from the input folder (upload button), a folder of "
+                "numbered frames, or a connected core VIDEO. Decodes only the frames it needs and sizes "
+                "them for SVD (multiples of 64)."
+            ),
+            inputs=[
+                io.Combo.Input("video", options=_video_files(), upload=io.UploadType.video,
+                               tooltip="A video file in ComfyUI's input folder (upload with the button)."),
+                io.Combo.Input("frames_folder", options=[NO_FOLDER] + _frame_folders(), default=NO_FOLDER,
+                               tooltip="Or a sub-folder of the input folder with numbered image frames; used "
+                                       "instead of the video. 16-bit PNG frames keep their precision (depth)."),
+                io.Int.Input("start_frame", default=0, min=0, max=1_000_000,
+                             tooltip="First source frame to take (0 = the first frame)."),
+                io.Int.Input("frame_count", default=14, min=1, max=10_000,
+                             tooltip="How many frames to take. SVD is trained on 14 (svd) or 25 (svd_xt)."),
+                io.Int.Input("every_nth", default=1, min=1, max=1000,
+                             tooltip="Take every n-th frame (2 halves the frame rate and doubles the time covered)."),
+                io.Int.Input("width", default=1024, min=64, max=4096, step=64,
+                             tooltip="Output width in pixels, a multiple of 64 as SVD needs."),
+                io.Int.Input("height", default=576, min=64, max=4096, step=64,
+                             tooltip="Output height in pixels, a multiple of 64 as SVD needs."),
+                io.Combo.Input("resize", options=list(FIT_MODES), default="crop",
+                               tooltip="crop: fill the size and cut the overflow at the centre; pad: fit inside "
+                                       "with black bars; stretch: change the aspect ratio."),
+                io.Video.Input("video_input", optional=True,
+                               tooltip="Optional core VIDEO (e.g. from Load Video); used instead of the file."),
+            ],
+            outputs=[
+                io.Image.Output("frames", display_name="frames", tooltip="The selected frames, resized."),
+                io.Float.Output("fps", display_name="fps", tooltip="Frame rate of the selection (source fps / every_nth; 24 for "
+                                               "frame folders)."),
+                io.Int.Output("count", display_name="count", tooltip="Number of frames."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, video: str, frames_folder: str, width: int, height: int, **_) -> bool | str:
+        # Taking `video` and `frames_folder` here replaces ComfyUI's own list check for them: the
+        # video need not exist when a frames folder is used.
+        if width % 64 or height % 64:
+            return f"width and height must be multiples of 64 for SVD (got {width}x{height})"
+        name = video if frames_folder == NO_FOLDER else frames_folder
+        try:
+            found = bool(name) and os.path.exists(_resolve_input(name))
+        except ValueError as e:
+            return str(e)
+        return found or f"{name!r} is not in ComfyUI's input folder: upload a video or pick one from the list"
+
+    @classmethod
+    def fingerprint_inputs(cls, video: str, frames_folder: str, **_) -> str:
+        path = _resolve_input(video if frames_folder == NO_FOLDER else frames_folder)
+        if os.path.isdir(path):
+            return ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in list_frame_files(path))
+        return str(os.path.getmtime(path)) if os.path.exists(path) else ""
+
+    @classmethod
+    def execute(cls, video: str, frames_folder: str, start_frame: int, frame_count: int, every_nth: int,
+                width: int, height: int, resize: str, video_input=None) -> io.NodeOutput:
+        selection = ClipSelection(start=start_frame, count=frame_count, step=every_nth)
+        progress = Progress(selection.last + 1)
+        if video_input is not None and not hasattr(video_input, "get_stream_source"):
+            # A video made of frames in memory (core CreateVideo): nothing to decode.
+            components = video_input.get_components()
+            frames, fps = select_frames(components.images, selection), float(components.frame_rate)
+        else:
+            if video_input is not None:
+                source = video_input.get_stream_source()
+            else:
+                source = _resolve_input(video if frames_folder == NO_FOLDER else frames_folder)
+            frames, fps = read_clip(source, selection, on_frame=lambda: progress.advance())
+        frames = fit_frames(frames, width, height, resize)
+        fps = (fps if fps else 24.0 * every_nth) / every_nth
+        return io.NodeOutput(frames, fps, int(frames.shape[0]))

@@ -1,0 +1,164 @@
+"""Builds the shipped workflows in the real ComfyUI canvas and saves what the canvas serialises.
+
+Run after changing a node's inputs: `python scripts/build_workflows.py` (needs `make setup`). The graph
+is made with the frontend's own LiteGraph API in headless Chromium, so `workflows/*.json` are exactly
+the UI format a person's canvas saves, with the widget order of the current node schemas.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from comfy_harness import REPO, ComfyServer
+
+sys.path.insert(0, str(REPO))
+from recapture.sample import write_sample  # noqa: E402
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+# A graph spec: nodes in columns (stacked top to bottom with their real sizes), widget values by name,
+# links by output and input name, groups by member node ids, notes placed in a column too.
+ANCHOR_ONLY = {
+    "file": "recapture_anchor_only.json",
+    "nodes": [
+        {"id": 1, "type": "ReCaptureLoadVideo", "col": 0, "title": "Source video",
+         "widgets": {"video": "recapture_sample.mp4", "frame_count": 14, "width": 1024, "height": 576}},
+        {"id": 2, "type": "ReCaptureLoadVideo", "col": 0, "title": "Depth (16-bit inverse-depth frames)",
+         "widgets": {"video": "recapture_sample.mp4", "frames_folder": "recapture_sample_depth/", "frame_count": 14,
+                     "width": 1024, "height": 576}},
+        {"id": 3, "type": "ReCaptureDepthToPointCloud", "col": 1,
+         "widgets": {"depth_kind": "inverse", "near": "@near", "far": "@far", "fov_deg": 60.0}},
+        {"id": 11, "type": "Preview3D", "col": 1, "title": "Point cloud of frame 0"},
+        {"id": 4, "type": "ReCaptureCameraTrajectory", "col": 2,
+         "widgets": {"preset": "orbit_left", "amount": 15.0, "easing": "ease_in_out"}},
+        {"id": 5, "type": "ReCaptureRenderAnchor", "col": 2},
+        {"id": 6, "type": "CreateVideo", "col": 3, "title": "Anchor video"},
+        {"id": 7, "type": "SaveVideo", "col": 3, "widgets": {"filename_prefix": "recapture/anchor"}},
+        {"id": 8, "type": "MaskToImage", "col": 4},
+        {"id": 9, "type": "CreateVideo", "col": 4, "title": "Mask video"},
+        {"id": 10, "type": "SaveVideo", "col": 4, "widgets": {"filename_prefix": "recapture/mask"}},
+    ],
+    "links": [
+        (1, "frames", 3, "frames"), (2, "frames", 3, "depth"), (3, "point_cloud", 4, "point_cloud"),
+        (3, "point_cloud", 5, "point_cloud"), (4, "camera_path", 5, "camera_path"),
+        (5, "anchor", 6, "images"), (1, "fps", 6, "fps"), (6, "VIDEO", 7, "video"),
+        (5, "mask", 8, "mask"), (8, "IMAGE", 9, "images"), (1, "fps", 9, "fps"), (9, "VIDEO", 10, "video"),
+        (3, "preview_file", 11, "model_file"),
+    ],
+    "groups": [
+        {"title": "1. Clip and its depth", "nodes": [1, 2]},
+        {"title": "2. Point cloud", "nodes": [3, 11]},
+        {"title": "3. New camera path and anchor", "nodes": [4, 5]},
+        {"title": "4. Save anchor and mask videos (output/recapture/)", "nodes": [6, 7, 8, 9, 10]},
+    ],
+    "notes": [
+        {"col": 2, "size": [400, 260], "text": (
+            "ReCapture Stage 1: the anchor video.\n\n"
+            "Each frame plus its depth becomes a point cloud in that frame's camera, and is rendered from "
+            "the new camera. The anchor has holes where the new view sees what the source never saw; the "
+            "mask is white where a point landed.\n\n"
+            "This runs on the bundled sample (make demo writes recapture_sample.mp4 and its exact depth). "
+            "For your own clip: replace 'Depth' with ReCapture Estimate Depth or any depth node "
+            "(depth_kind inverse, bright = near), and set near/far to the scene's rough distances.")},
+    ],
+}
+
+
+def build(server: ComfyServer, spec: dict, values: dict, out: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(server.url)
+        page.wait_for_function("() => window.app && window.app.graph && window.app.canvas", timeout=60_000)
+        page.wait_for_timeout(1000)
+        resolved = json.loads(json.dumps(spec), object_hook=lambda d: {
+            k: (values[v[1:]] if isinstance(v, str) and v.startswith("@") else v) for k, v in d.items()})
+        workflow = page.evaluate(BUILD_JS, resolved)
+        browser.close()
+    out.write_text(json.dumps(workflow, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+BUILD_JS = """
+(spec) => {
+  const app = window.app;
+  const COL_WIDTH = 420, GAP = 60, TOP = 80, LEFT = 40;
+  app.graph.clear();
+  const byId = {}, columns = {};
+  const place = (node, col) => {
+    const y = columns[col] ?? TOP;
+    node.pos = [LEFT + col * COL_WIDTH, y];
+    columns[col] = y + node.size[1] + GAP + LiteGraph.NODE_TITLE_HEIGHT;
+  };
+  for (const n of spec.nodes) {
+    const node = LiteGraph.createNode(n.type);
+    if (!node) throw new Error('unknown node type ' + n.type);
+    node.id = n.id;
+    app.graph.add(node);
+    if (n.title) node.title = n.title;
+    for (const [name, value] of Object.entries(n.widgets || {})) {
+      const w = node.widgets.find(w => w.name === name);
+      if (!w) throw new Error(n.type + ' has no widget ' + name);
+      w.value = value;
+    }
+    node.size = node.computeSize();
+    node.size[0] = Math.max(node.size[0], COL_WIDTH - GAP);
+    place(node, n.col);
+    byId[n.id] = node;
+  }
+  for (const [src, out, dst, inp] of spec.links) {
+    const s = byId[src], d = byId[dst];
+    const o = s.outputs.findIndex(x => x.name === out || x.type === out);
+    if (o < 0) throw new Error('no output ' + out + ' on ' + s.type);
+    const i = d.inputs.findIndex(x => x.name === inp);
+    if (i < 0) throw new Error('no input ' + inp + ' on ' + d.type);
+    if (!s.connect(o, d, i)) throw new Error('cannot link ' + out + ' -> ' + inp);
+  }
+  for (const note of spec.notes || []) {
+    const n = LiteGraph.createNode('Note');
+    app.graph.add(n);
+    n.size = note.size;
+    n.widgets[0].value = note.text;
+    place(n, note.col);
+  }
+  const PAD = 20, TITLE = 50;
+  for (const g of spec.groups || []) {
+    const members = g.nodes.map(id => byId[id]);
+    const x0 = Math.min(...members.map(n => n.pos[0])) - PAD;
+    const y0 = Math.min(...members.map(n => n.pos[1])) - LiteGraph.NODE_TITLE_HEIGHT - TITLE;
+    const x1 = Math.max(...members.map(n => n.pos[0] + n.size[0])) + PAD;
+    const y1 = Math.max(...members.map(n => n.pos[1] + n.size[1])) + PAD;
+    const group = new LiteGraph.LGraphGroup(g.title);
+    group.pos = [x0, y0];
+    group.size = [x1 - x0, y1 - y0];
+    app.graph.add(group);
+  }
+  app.canvas.ds.scale = 0.6;
+  app.canvas.ds.offset = [130, 230];  // clear of the top bar and side bar at this scale
+  app.graph.setDirtyCanvas(true, true);
+  // As the canvas saves a file: through JSON, which drops undefined fields (null would fail its schema).
+  return JSON.parse(JSON.stringify(app.graph.serialize()));
+}
+"""
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ComfyServer(base=Path(tmp))
+        files = write_sample(Path(tmp) / "input")
+        sample = json.loads(files[-1].read_text())
+        values = {"near": round(sample["near"], 4), "far": round(sample["far"], 4)}
+        with server:
+            build(server, ANCHOR_ONLY, values, REPO / "workflows" / ANCHOR_ONLY["file"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The pack inside a real ComfyUI server: registration and schemas."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.comfy
+
+NODES = {
+    "ReCaptureLoadVideo": {"video", "frames_folder", "start_frame", "frame_count", "every_nth", "width", "height", "resize",
+                           "video_input"},
+    "ReCaptureEstimateDepth": {"frames", "model", "batch_size"},
+    "ReCaptureDepthToPointCloud": {"frames", "depth", "depth_kind", "near", "far", "fov_deg", "edge_threshold",
+                                   "preview_points"},
+    "ReCaptureCameraTrajectory": {"preset", "amount", "easing", "frames", "pivot_distance", "camera_file",
+                                  "point_cloud"},
+    "ReCaptureRenderAnchor": {"point_cloud", "camera_path", "dilate_holes"},
+}
+OUTPUTS = {
+    "ReCaptureLoadVideo": ["IMAGE", "FLOAT", "INT"],
+    "ReCaptureEstimateDepth": ["RECAPTURE_DEPTH", "IMAGE"],
+    "ReCaptureDepthToPointCloud": ["RECAPTURE_POINTCLOUD", "STRING"],
+    "ReCaptureCameraTrajectory": ["RECAPTURE_CAMERA_PATH", "STRING"],
+    "ReCaptureRenderAnchor": ["IMAGE", "MASK", "MASK"],
+}
+
+
+def test_every_node_is_listed_with_its_inputs(comfy):
+    info = comfy.object_info()
+    ours = {name for name in info if name.startswith("ReCapture")}
+    assert ours == set(NODES), f"unexpected node set: {sorted(ours)}"
+    for name, expected in NODES.items():
+        spec = info[name]
+        inputs = set(spec["input"].get("required", {})) | set(spec["input"].get("optional", {}))
+        assert inputs == expected, name
+        assert spec["output"] == OUTPUTS[name], name
+        assert all(label == label.lower() for label in spec["output_name"]), spec["output_name"]  # named, not typed
+        assert spec["category"].startswith("ReCapture/"), name
+        assert spec["description"], name
+
+
+def test_every_input_has_a_tooltip(comfy):
+    info = comfy.object_info()
+    for name in NODES:
+        spec = info[name]["input"]
+        for section in ("required", "optional"):
+            for input_name, (kind, *rest) in spec.get(section, {}).items():
+                options = rest[0] if rest else {}
+                if input_name in ("point_cloud", "camera_path") and name == "ReCaptureRenderAnchor":
+                    continue  # the link says it all
+                assert options.get("tooltip"), f"{name}.{input_name} has no tooltip"
+
+
+def test_video_input_has_the_core_upload_button(comfy):
+    spec = comfy.object_info("ReCaptureLoadVideo")["ReCaptureLoadVideo"]
+    video = spec["input"]["required"]["video"]
+    assert video[1].get("video_upload") is True

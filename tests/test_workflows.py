@@ -1,0 +1,60 @@
+"""The shipped workflow files, run as they are through the real ComfyUI's HTTP API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from comfy_harness import REPO, ui_to_api
+from recapture.sample import write_sample
+
+pytestmark = pytest.mark.comfy
+
+WORKFLOWS = REPO / "workflows"
+
+
+@pytest.fixture(scope="module")
+def sample_in_input(comfy):
+    return write_sample(comfy.base / "input")
+
+
+def saved_videos(comfy, entry: dict) -> dict[str, Path]:
+    """SaveVideo outputs by filename prefix folder/name."""
+    out = {}
+    for output in entry["outputs"].values():
+        for item in output.get("images", []):
+            if item["filename"].endswith(".mp4"):
+                out[item["filename"].split("_")[0]] = comfy.base / "output" / item["subfolder"] / item["filename"]
+    return out
+
+
+def decode(path: Path) -> tuple[np.ndarray, float]:
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(s)]), float(s.average_rate)
+
+
+def test_anchor_only_workflow_runs_as_shipped(comfy, sample_in_input):
+    workflow = json.loads((WORKFLOWS / "recapture_anchor_only.json").read_text())
+    prompt = ui_to_api(workflow, comfy.object_info())
+    entry = comfy.run(prompt, timeout=600)
+    videos = saved_videos(comfy, entry)
+    assert set(videos) == {"anchor", "mask"}, videos
+    anchor, fps = decode(videos["anchor"])
+    mask, mask_fps = decode(videos["mask"])
+    assert anchor.shape == (14, 576, 1024, 3) and mask.shape == (14, 576, 1024, 3)
+    assert fps == pytest.approx(8.0) and mask_fps == pytest.approx(8.0)
+    valid = mask[..., 0] > 127
+    # frame 0 is the source view (all valid); the orbit then opens holes that grow over the clip
+    assert valid[0].mean() > 0.99
+    assert 0.5 < valid[-1].mean() < 0.99
+    assert valid[-1].mean() < valid[len(valid) // 2].mean() <= valid[0].mean()
+    # holes are black in the anchor
+    assert anchor[-1][~valid[-1]].mean() < 10
+    # the first frame's point cloud file for Preview 3D
+    preview = [o for o in entry["outputs"].values() if "result" in o]
+    assert preview and (comfy.base / "output" / preview[0]["result"][0]).is_file()
