@@ -210,7 +210,8 @@ class ReCaptureRenderAnchor(io.ComfyNode):
         anchor, mask = render_anchor(_to(point_cloud, device), _to(camera_path, device),
                                      dilate_holes=dilate_holes, on_frame=lambda _: progress.advance())
         anchor, mask = anchor.cpu(), mask.cpu()
-        return io.NodeOutput(anchor, mask, 1.0 - mask, ui=ui.PreviewImage(anchor, cls=cls))
+        preview = torch.cat([anchor, mask[..., None].expand_as(anchor)], dim=2)  # anchor | mask, per frame
+        return io.NodeOutput(anchor, mask, 1.0 - mask, ui=ui.PreviewImage(preview, cls=cls))
 
 
 def _to(value, device):

@@ -85,7 +85,7 @@ class ComfyServer:
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DO_NOT_TRACK="1",
                    PYTHONUNBUFFERED="1")
         cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-               "--base-directory", str(self.base), "--temp-directory", str(self.base / "temp"),
+               "--base-directory", str(self.base),
                *self.extra_args]
         log = None if self.echo_log else open(self.log_path, "w")
         # Its own session: Ctrl-C in the terminal reaches only us, and stop() ends the whole group.

