@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 try:  # the versioned API, as ComfyUI's maintainers recommend; `latest` on builds without it
-    from comfy_api.v0_0_2 import ComfyExtension, io, ui
+    from comfy_api.v0_0_2 import ComfyExtension, InputImpl, io, ui
 except ImportError:  # pragma: no cover - depends on the ComfyUI build
-    from comfy_api.latest import ComfyExtension, io, ui
+    from comfy_api.latest import ComfyExtension, InputImpl, io, ui
 
 import comfy.model_management
 import comfy.utils
 
-__all__ = ["ComfyExtension", "io", "ui", "Progress", "check_cancel"]
+__all__ = ["ComfyExtension", "InputImpl", "io", "ui", "Progress", "check_cancel"]
 
 
 def check_cancel() -> None:

@@ -8,7 +8,7 @@ import folder_paths
 
 from ..recapture.video import (FIT_MODES, VIDEO_EXTENSIONS, ClipSelection, fit_frames, has_frames, list_frame_files,
                                read_clip, select_frames)
-from ._api import Progress, io
+from ._api import InputImpl, Progress, io
 
 
 NO_FOLDER = "(none: use the video)"
@@ -103,8 +103,8 @@ class ReCaptureLoadVideo(io.ComfyNode):
                 width: int, height: int, resize: str, video_input=None) -> io.NodeOutput:
         selection = ClipSelection(start=start_frame, count=frame_count, step=every_nth)
         progress = Progress(selection.last + 1)
-        if video_input is not None and not hasattr(video_input, "get_stream_source"):
-            # A video made of frames in memory (core CreateVideo): nothing to decode.
+        if video_input is not None and not isinstance(video_input, InputImpl.VideoFromFile):
+            # A video made of frames in memory (core Create Video): nothing to decode.
             components = video_input.get_components()
             frames, fps = select_frames(components.images, selection), float(components.frame_rate)
         else:

@@ -133,9 +133,9 @@ def make_point_cloud(frames: torch.Tensor, depth: torch.Tensor, *, kind: str, fo
         raise ValueError(
             f"the frames are {frames.shape[2]}x{frames.shape[1]} but the depth is {depth.shape[2]}x{depth.shape[1]}: "
             "resize the depth to the frames' size")
+    n, h, w = depth.shape
+    intrinsics = intrinsics_from_fov(fov_deg, h, w).to(depth.device).expand(n, 3, 3).contiguous()
     metric = remove_depth_edges(depth_to_metric(depth, kind, near, far), edge_threshold)
-    n, h, w = metric.shape
-    intrinsics = intrinsics_from_fov(fov_deg, h, w).to(metric.device).expand(n, 3, 3).contiguous()
     return PointCloud(colors=frames.float().clamp(0, 1), depth=metric, intrinsics=intrinsics,
                       metric=kind == "metric")
 

@@ -94,3 +94,33 @@ def test_errors_name_the_problem_and_the_fix_and_the_server_carries_on(comfy, bu
 def test_sizes_that_are_not_multiples_of_64_are_refused_before_running(comfy, bunny, depth_model):
     with pytest.raises(ComfyError, match="multiples of 64"):
         comfy.queue(stage1(load_video(bunny, width=100), depth_model))
+
+
+def test_core_video_input_is_used_instead_of_the_file(comfy, bunny):
+    """Core Load Video -> our loader gives the same frames as picking the file; a video made of
+    in-memory frames (core Create Video) works too."""
+    import numpy as np
+    from PIL import Image
+
+    prompt = {
+        "1": {"class_type": "LoadVideo", "inputs": {"file": bunny}},
+        "2": load_video(bunny, start_frame=3, frame_count=4, width=128, height=64),
+        "3": load_video(bunny, start_frame=3, frame_count=4, width=128, height=64),
+        "4": {"class_type": "CreateVideo", "inputs": {"images": ["3", 0], "fps": 5.0}},
+        "5": load_video(bunny, frame_count=2, every_nth=2, width=128, height=64),
+        "6": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}},
+    }
+    prompt["2"]["inputs"]["video_input"] = ["1", 0]
+    prompt["5"]["inputs"]["video_input"] = ["4", 0]
+    entry = comfy.run(prompt)
+
+    def frames(node: str) -> list[np.ndarray]:
+        return [np.asarray(Image.open(comfy.base / i["type"] / i["subfolder"] / i["filename"]))
+                for i in entry["outputs"][node]["images"]]
+
+    from_video, from_file = frames("6"), frames("7")
+    assert len(from_video) == 4 and all((a == b).all() for a, b in zip(from_video, from_file))
+    in_memory = frames("8")  # frames 0 and 2 of the 4 in-memory frames = source frames 3 and 5
+    assert len(in_memory) == 2 and (in_memory[0] == from_file[0]).all() and (in_memory[1] == from_file[2]).all()

@@ -1,0 +1,80 @@
+"""`python -m recapture` as a person runs it: files written, and errors on stderr with a non-zero exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from comfy_harness import REPO
+from recapture import camera
+from recapture.sample import write_sample
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "recapture", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sample")
+    write_sample(folder, num_frames=4, width=128, height=64)
+    return folder
+
+
+def test_anchor_command_writes_videos_npz_and_path(sample, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("anchor", "--video", str(sample / "recapture_sample.mp4"), "--depth",
+                     str(sample / "recapture_sample_depth"), "--depth-kind", "inverse", "--near", "2.4", "--far",
+                     "6", "--edge-threshold", "0", "--camera", "orbit_right", "--amount", "10", "--frames", "4",
+                     "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    data = np.load(out / "anchor.npz")
+    assert data["anchor"].shape == (4, 64, 128, 3) and data["anchor"].dtype == np.float32
+    assert data["mask"].shape == (4, 64, 128) and 0.5 < data["mask"][-1].mean() < 1.0
+    assert data["mask"][0].mean() > 0.99  # the path starts at the source view
+    assert (out / "anchor.mp4").stat().st_size > 0 and (out / "mask.mp4").stat().st_size > 0
+    assert camera.load_path_file(out / "camera_path.json").num_frames == 4
+
+
+def test_depth_npy_and_camera_file(sample, tmp_path):
+    depth = np.full((4, 64, 128), 3.0, dtype=np.float32)
+    np.save(tmp_path / "depth.npy", depth)
+    camera.save_path_json(camera.preset_path("truck_left", 4, 10, pivot_distance=3.0), tmp_path / "path.json")
+    result = run_cli("anchor", "--video", str(sample / "recapture_sample.mp4"), "--depth", str(tmp_path / "depth.npy"),
+                     "--depth-kind", "metric", "--camera-file", str(tmp_path / "path.json"), "--frames", "4",
+                     "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    mask = np.load(tmp_path / "out" / "anchor.npz")["mask"]
+    # a flat wall at 3 trucked left by 0.3: the strip the source never saw opens on the left
+    assert mask[-1][:, :5].max() == 0 and mask[-1][:, 20:].min() == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--video", "missing.mp4", "--depth", "d.npy", "--depth-kind", "metric", "--camera", "static"], "does not exist"),
+    (["--video", "@sample", "--depth", "@bad_npy", "--depth-kind", "metric", "--camera", "static"],
+     "depth .npy must have shape"),
+    (["--video", "@sample", "--depth", "@nan_npy", "--depth-kind", "metric", "--camera", "static"], "no valid value"),
+    (["--video", "@sample", "--depth", "@nan_npy", "--depth-kind", "metric", "--camera", "static", "--fov", "0"],
+     "fov_deg must be between 1 and 179"),
+])
+def test_bad_input_exits_non_zero_with_the_fix_on_stderr(sample, tmp_path, args, message):
+    np.save(tmp_path / "bad.npy", np.zeros((4, 64), np.float32))
+    np.save(tmp_path / "nan.npy", np.full((4, 64, 128), np.nan, np.float32))
+    where = {"@sample": str(sample / "recapture_sample.mp4"), "@bad_npy": str(tmp_path / "bad.npy"),
+             "@nan_npy": str(tmp_path / "nan.npy")}
+    out = tmp_path / "out"
+    result = run_cli("anchor", *[where.get(a, a) for a in args], "--frames", "4", "--out", str(out))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert not out.exists() or not any(out.iterdir())  # nothing half-written
+
+
+def test_help_explains_every_option():
+    result = run_cli("anchor", "--help")
+    assert result.returncode == 0
+    for option in ("--video", "--depth", "--depth-kind", "--fov", "--camera", "--camera-file", "--amount", "--out"):
+        assert option in result.stdout
