@@ -7,10 +7,14 @@ try:  # the versioned API, as ComfyUI's maintainers recommend; `latest` on build
 except ImportError:  # pragma: no cover - depends on the ComfyUI build
     from comfy_api.latest import ComfyExtension, InputImpl, io, ui
 
+import os
+
 import comfy.model_management
 import comfy.utils
+import folder_paths
 
-__all__ = ["ComfyExtension", "InputImpl", "io", "ui", "Progress", "check_cancel"]
+__all__ = ["ComfyExtension", "InputImpl", "io", "ui", "Progress", "check_cancel", "input_files", "input_path",
+           "output_file"]
 
 
 def check_cancel() -> None:
@@ -27,3 +31,28 @@ class Progress:
     def advance(self, amount: int = 1) -> None:
         check_cancel()
         self._bar.update(amount)
+
+
+def input_files(extensions: tuple[str, ...]) -> list[str]:
+    """Names of the files in ComfyUI's input folder with one of these (lower-case) extensions."""
+    root = folder_paths.get_input_directory()
+    return sorted(n for n in os.listdir(root)
+                  if n.lower().endswith(extensions) and os.path.isfile(os.path.join(root, n)))
+
+
+def input_path(name: str) -> str:
+    """A name picked in a combo -> its path inside the input folder; names that lead outside
+    (``../``, absolute paths, symlinks out) are refused."""
+    root = os.path.realpath(folder_paths.get_input_directory())
+    path = os.path.realpath(os.path.join(root, name.rstrip("/")))
+    if os.path.commonpath([root, path]) != root:
+        raise ValueError(f"{name!r} is outside ComfyUI's input folder: pick a file from the list")
+    return path
+
+
+def output_file(prefix: str, extension: str) -> tuple[str, str]:
+    """A new numbered file under the output folder -> (absolute path, path relative to output/)."""
+    out_dir = folder_paths.get_output_directory()
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir)
+    filename = f"{name}_{counter:05}_.{extension}"
+    return os.path.join(folder, filename), os.path.join(subfolder, filename) if subfolder else filename

@@ -6,12 +6,11 @@ import json
 import os
 
 import comfy.model_management
-import folder_paths
 import torch
 
 from ..recapture import camera
 from ..recapture.types import CameraPath, PointCloud
-from ._api import Progress, io, ui
+from ._api import Progress, input_files, input_path, io, output_file, ui
 from .depth import DepthType
 
 PointCloudType = io.Custom("RECAPTURE_POINTCLOUD")
@@ -20,14 +19,6 @@ CameraPathType = io.Custom("RECAPTURE_CAMERA_PATH")
 DEPTH_KINDS = ("inverse", "relative", "metric")
 NO_FILE = "(none: use the preset)"
 PATH_FILE_EXTENSIONS = (".json", ".txt")
-
-
-def _output_file(prefix: str, extension: str) -> tuple[str, str]:
-    """A new file under ComfyUI's output folder -> (absolute path, path relative to output/)."""
-    out_dir = folder_paths.get_output_directory()
-    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir)
-    filename = f"{name}_{counter:05}_.{extension}"
-    return os.path.join(folder, filename), os.path.join(subfolder, filename) if subfolder else filename
 
 
 class ReCaptureDepthToPointCloud(io.ComfyNode):
@@ -88,7 +79,7 @@ class ReCaptureDepthToPointCloud(io.ComfyNode):
         cloud = make_point_cloud(frames.float(), values, kind=depth_kind, fov_deg=fov_deg, near=near, far=far,
                                  edge_threshold=edge_threshold)
         points, colors = point_cloud_preview_points(cloud, frame=0, max_points=preview_points)
-        glb_path, glb_rel = _output_file("recapture/pointcloud", "glb")
+        glb_path, glb_rel = output_file("recapture/pointcloud", "glb")
         write_glb_points(glb_path, points, colors)
         write_ply(os.path.splitext(glb_path)[0] + ".ply", points, colors)
         return io.NodeOutput(cloud, glb_rel)
@@ -122,7 +113,7 @@ class ReCaptureCameraTrajectory(io.ComfyNode):
                 io.Float.Input("pivot_distance", default=0.0, min=0.0, max=100_000.0, step=0.1,
                                tooltip="Distance from the camera to the subject the orbit circles (scene units). "
                                        "0 = the depth at the image centre of the connected point cloud."),
-                io.Combo.Input("camera_file", options=[NO_FILE] + _path_files(), default=NO_FILE,
+                io.Combo.Input("camera_file", options=[NO_FILE] + input_files(PATH_FILE_EXTENSIONS), default=NO_FILE,
                                tooltip="A camera path file in the input folder; it replaces the preset and is "
                                        "resampled to the frame count."),
                 PointCloudType.Input("point_cloud", optional=True,
@@ -144,7 +135,7 @@ class ReCaptureCameraTrajectory(io.ComfyNode):
             k = point_cloud.intrinsics[0]
             source_fov = float(torch.rad2deg(2 * torch.atan(point_cloud.width / (2 * k[0, 0]))))
         if camera_file != NO_FILE:
-            path = camera.resample_path(camera.load_path_file(_resolve_path_file(camera_file)), frames)
+            path = camera.resample_path(camera.load_path_file(input_path(camera_file)), frames)
         else:
             if pivot_distance <= 0:
                 if point_cloud is None:
@@ -154,20 +145,6 @@ class ReCaptureCameraTrajectory(io.ComfyNode):
             path = camera.preset_path(preset, frames, amount, pivot_distance=pivot_distance, easing=easing,
                                       source_fov_deg=source_fov)
         return io.NodeOutput(path, json.dumps(camera.path_to_json(path)))
-
-
-def _path_files() -> list[str]:
-    root = folder_paths.get_input_directory()
-    return sorted(n for n in os.listdir(root) if n.lower().endswith(PATH_FILE_EXTENSIONS)
-                  and os.path.isfile(os.path.join(root, n)))
-
-
-def _resolve_path_file(name: str) -> str:
-    root = os.path.realpath(folder_paths.get_input_directory())
-    path = os.path.realpath(os.path.join(root, name))
-    if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
-        raise ValueError(f"camera file {name!r} is not in ComfyUI's input folder: upload it there and pick it")
-    return path
 
 
 class ReCaptureRenderAnchor(io.ComfyNode):

@@ -8,16 +8,10 @@ import folder_paths
 
 from ..recapture.video import (FIT_MODES, VIDEO_EXTENSIONS, ClipSelection, fit_frames, has_frames, list_frame_files,
                                read_clip, select_frames)
-from ._api import InputImpl, Progress, io
+from ._api import InputImpl, Progress, input_files, input_path, io
 
 
 NO_FOLDER = "(none: use the video)"
-
-
-def _video_files() -> list[str]:
-    root = folder_paths.get_input_directory()
-    return sorted(n for n in os.listdir(root)
-                  if n.lower().endswith(VIDEO_EXTENSIONS) and os.path.isfile(os.path.join(root, n)))
 
 
 def _frame_folders() -> list[str]:
@@ -25,15 +19,6 @@ def _frame_folders() -> list[str]:
     root = folder_paths.get_input_directory()
     return sorted(n + "/" for n in os.listdir(root)
                   if not n.startswith(".") and os.path.isdir(os.path.join(root, n)) and has_frames(os.path.join(root, n)))
-
-
-def _resolve_input(name: str) -> str:
-    """A choice of the combo -> a path inside the input folder (never outside it)."""
-    root = os.path.realpath(folder_paths.get_input_directory())
-    path = os.path.realpath(os.path.join(root, name.rstrip("/")))
-    if os.path.commonpath([root, path]) != root:
-        raise ValueError(f"{name!r} is outside ComfyUI's input folder: pick a file from the list")
-    return path
 
 
 class ReCaptureLoadVideo(io.ComfyNode):
@@ -49,7 +34,7 @@ class ReCaptureLoadVideo(io.ComfyNode):
                 "them for SVD (multiples of 64)."
             ),
             inputs=[
-                io.Combo.Input("video", options=_video_files(), upload=io.UploadType.video,
+                io.Combo.Input("video", options=input_files(VIDEO_EXTENSIONS), upload=io.UploadType.video,
                                tooltip="A video file in ComfyUI's input folder (upload with the button)."),
                 io.Combo.Input("frames_folder", options=[NO_FOLDER] + _frame_folders(), default=NO_FOLDER,
                                tooltip="Or a sub-folder of the input folder with numbered image frames; used "
@@ -86,14 +71,14 @@ class ReCaptureLoadVideo(io.ComfyNode):
             return f"width and height must be multiples of 64 for SVD (got {width}x{height})"
         name = video if frames_folder == NO_FOLDER else frames_folder
         try:
-            found = bool(name) and os.path.exists(_resolve_input(name))
+            found = bool(name) and os.path.exists(input_path(name))
         except ValueError as e:
             return str(e)
         return found or f"{name!r} is not in ComfyUI's input folder: upload a video or pick one from the list"
 
     @classmethod
     def fingerprint_inputs(cls, video: str, frames_folder: str, **_) -> str:
-        path = _resolve_input(video if frames_folder == NO_FOLDER else frames_folder)
+        path = input_path(video if frames_folder == NO_FOLDER else frames_folder)
         if os.path.isdir(path):
             return ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in list_frame_files(path))
         return str(os.path.getmtime(path)) if os.path.exists(path) else ""
@@ -111,7 +96,7 @@ class ReCaptureLoadVideo(io.ComfyNode):
             if video_input is not None:
                 source = video_input.get_stream_source()
             else:
-                source = _resolve_input(video if frames_folder == NO_FOLDER else frames_folder)
+                source = input_path(video if frames_folder == NO_FOLDER else frames_folder)
             frames, fps = read_clip(source, selection, on_frame=lambda: progress.advance())
         frames = fit_frames(frames, width, height, resize)
         fps = (fps if fps else 24.0 * every_nth) / every_nth
