@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=576)
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--chunk-frames", type=int, default=4)
+    parser.add_argument("--chunk-frames", type=int, default=None, help="frames per chunk (default: the renderer's)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -54,7 +54,7 @@ def main() -> None:
     seconds = statistics.median(times)
     peak = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if device.type == "cuda" else ""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'} x{torch.get_num_threads()} threads"
-    print(f"render_anchor: {args.frames} frames at {args.height}x{args.width}, chunk {args.chunk_frames}: "
+    print(f"render_anchor: {args.frames} frames at {args.height}x{args.width}, chunk {args.chunk_frames or 'default'}: "
           f"{seconds:.3f} s per clip ({1000 * seconds / args.frames:.1f} ms per frame){peak}")
     print(f"device {device} ({name}), torch {torch.__version__}, {datetime.date.today().isoformat()}")
 
