@@ -1,4 +1,4 @@
-"""Writes docs/images/stage1.png from the newest `make demo` outputs: source, anchor and mask frames."""
+"""Writes web/docs/stage1.png from the newest `make demo` outputs: source, anchor and mask frames."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def main() -> None:
         x = 10 + i * (w + 10)
         sheet.paste(Image.fromarray(frame).resize((w, h), Image.LANCZOS), (x, 30))
         draw.text((x, 8), label, fill=(230, 230, 230))
-    out = REPO / "docs" / "images" / "stage1.png"
+    out = REPO / "web" / "docs" / "stage1.png"  # also the help pages' picture
     sheet.save(out, optimize=True)
     print(out)
 

@@ -55,3 +55,29 @@ def test_video_input_has_the_core_upload_button(comfy):
     spec = comfy.object_info("ReCaptureLoadVideo")["ReCaptureLoadVideo"]
     video = spec["input"]["required"]["video"]
     assert video[1].get("video_upload") is True
+
+
+def test_every_node_has_a_served_help_page(comfy):
+    import requests
+
+    for name in NODES:
+        r = requests.get(f"{comfy.url}/extensions/ComfyUI-ReCapture/docs/{name}.md", timeout=10)
+        assert r.status_code == 200 and r.text.startswith("# "), name
+
+
+def test_shipped_workflows_are_listed_as_templates(comfy):
+    templates = comfy.get("/workflow_templates")
+    assert "recapture_anchor_only" in templates.get("ComfyUI-ReCapture", [])
+
+
+@pytest.mark.parametrize("field, value", [("video", "../../../etc/passwd"), ("video", "/etc/hostname"),
+                                          ("frames_folder", "../")])
+def test_names_that_leave_the_input_folder_are_refused(comfy, field, value):
+    from comfy_harness import ComfyError
+
+    inputs = {"video": "x.mp4", "frames_folder": "(none: use the video)", "start_frame": 0, "frame_count": 2,
+              "every_nth": 1, "width": 64, "height": 64, "resize": "crop", field: value}
+    prompt = {"1": {"class_type": "ReCaptureLoadVideo", "inputs": inputs},
+              "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    with pytest.raises(ComfyError, match="outside ComfyUI's input folder|not in ComfyUI's input folder"):
+        comfy.queue(prompt)
