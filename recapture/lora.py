@@ -7,15 +7,27 @@
   temporal layers off: it learns the scene's appearance.
 
 Only Linear layers are adapted (attention projections), which keeps the ComfyUI export one-to-one.
+
+A trained adapter is kept, in memory and on disk, in the key format core ComfyUI's LoRA loaders apply
+to a native SVD model: ``diffusion_model.<SGM module path>.lora_A.weight`` / ``.lora_B.weight`` and
+``.alpha`` (scale = alpha / rank). One safetensors file per adapter, so their strengths can be set apart.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import warnings
+from pathlib import Path
 from typing import Iterator
 
 import torch
+
+from .files import atomic_path
+from .svd import unet_diffusers_to_sgm, unet_layout
+
+FORMAT = "recapture-lora-1"
 
 ADAPTERS = ("temporal", "spatial")
 # peft matches string targets with re.fullmatch against module names.
@@ -108,3 +120,83 @@ def image_only_mode(unet: torch.nn.Module) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+# --- Adapter weights in ComfyUI's key format ----------------------------------------------------------
+def _sgm_prefix(module_name: str, layout: dict) -> str:
+    return "diffusion_model." + unet_diffusers_to_sgm(module_name + ".weight", **layout)[: -len(".weight")]
+
+
+def adapter_state(unet: torch.nn.Module, adapter: str, alpha: float) -> dict[str, torch.Tensor]:
+    """One adapter's weights from a peft-wrapped UNet, as ComfyUI keys (CPU, float32)."""
+    layout = unet_layout(unet)
+    state = {}
+    for name, layer in unet.named_modules():
+        if hasattr(layer, "lora_A") and adapter in layer.lora_A:
+            prefix = _sgm_prefix(name, layout)
+            state[f"{prefix}.lora_A.weight"] = layer.lora_A[adapter].weight.detach().float().cpu().clone()
+            state[f"{prefix}.lora_B.weight"] = layer.lora_B[adapter].weight.detach().float().cpu().clone()
+            state[f"{prefix}.alpha"] = torch.tensor(float(alpha))
+    return state
+
+
+def load_adapter_state(unet: torch.nn.Module, adapter: str, state: dict[str, torch.Tensor]) -> None:
+    """Copies ComfyUI-keyed weights into an injected adapter; every key must find its layer."""
+    layout = unet_layout(unet)
+    used = set()
+    for name, layer in unet.named_modules():
+        if hasattr(layer, "lora_A") and adapter in layer.lora_A:
+            prefix = _sgm_prefix(name, layout)
+            for kind in ("A", "B"):
+                key = f"{prefix}.lora_{kind}.weight"
+                if key not in state:
+                    raise ValueError(f"the {adapter} LoRA has no weights for {prefix!r}: it was made for another "
+                                     "model or another rank/target set")
+                getattr(layer, f"lora_{kind}")[adapter].weight.data.copy_(state[key])
+                used.add(key)
+            used.add(f"{prefix}.alpha")
+    unused = sorted(k for k in state if k not in used)
+    if unused:
+        raise ValueError(f"the {adapter} LoRA has {len(unused)} weights this UNet has no layer for (e.g. "
+                         f"{unused[0]!r}): it was made for another model")
+
+
+def save_lora_file(path: str | os.PathLike, state: dict[str, torch.Tensor], adapter: str, rank: int, alpha: float,
+                   settings: dict | None = None) -> Path:
+    """Writes one adapter as safetensors (atomically) with what made it in the metadata."""
+    from safetensors.torch import save_file
+
+    metadata = {"format": FORMAT, "recapture.adapter": adapter, "recapture.rank": str(rank),
+                "recapture.alpha": str(alpha), "recapture.targets": TARGETS[adapter],
+                "recapture.settings": json.dumps(settings or {}), "modelspec.architecture": "stable-video-diffusion/lora"}
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def load_lora_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Reads a LoRA file for SVD (safetensors only): its weights and metadata.
+
+    Files of this pack carry their adapter name and rank; other SVD LoRAs in the same key format are
+    accepted when their keys sit on SVD's attention layers.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise ValueError(f"{path.name}: only .safetensors LoRA files are loaded (never pickled .pt/.ckpt/.bin)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"cannot read {path.name} as safetensors: {e}") from e
+    lora_keys = [k for k in state if any(m in k for m in (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up."))]
+    if not lora_keys:
+        raise ValueError(f"{path.name} holds no LoRA weights (no lora_A/lora_B keys): is it a full model?")
+    foreign = [k for k in lora_keys if not k.startswith("diffusion_model.") or "time_stack" not in k
+               and ".transformer_blocks." not in k]
+    if foreign:
+        raise ValueError(f"{path.name} is not a LoRA for Stable Video Diffusion (e.g. key {foreign[0]!r}); use one "
+                         "made by ReCapture Train Masked LoRA")
+    return state, metadata

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .lora import ADAPTERS, adapter_parameters, image_only_mode, inject_lora_adapters, remove_lora_adapters, \
-    set_lora_strengths
+from .lora import (ADAPTERS, adapter_parameters, adapter_state, image_only_mode, inject_lora_adapters,
+                   load_adapter_state, remove_lora_adapters, set_lora_strengths)
 from .types import SVDModels
 
 
@@ -50,7 +50,7 @@ class TrainConfig:
 
 @dataclass
 class TrainedLoRA:
-    """The result: each adapter's LoRA weights (peft names, on the CPU) and how they were made."""
+    """The result: each adapter's LoRA weights (ComfyUI keys, on the CPU) and how they were made."""
 
     temporal: dict[str, torch.Tensor]
     spatial: dict[str, torch.Tensor]
@@ -251,9 +251,9 @@ def train_recapture_lora(models: SVDModels, anchor: torch.Tensor, mask: torch.Te
             losses.append((temporal_loss.item(), spatial_loss.item()))
             if on_step is not None:
                 on_step(step, *losses[-1])
-        return TrainedLoRA(temporal=_adapter_state(unet, "temporal"), spatial=_adapter_state(unet, "spatial"),
-                           rank=config.rank, alpha=float(config.alpha or config.rank), config=asdict(config),
-                           losses=losses)
+        alpha = float(config.alpha or config.rank)
+        return TrainedLoRA(temporal=adapter_state(unet, "temporal", alpha), spatial=adapter_state(unet, "spatial", alpha),
+                           rank=config.rank, alpha=alpha, config=asdict(config), losses=losses)
     finally:
         del optimizer
         remove_lora_adapters(unet)
@@ -268,25 +268,15 @@ def _trainable(train: list[torch.nn.Parameter], freeze: list[torch.nn.Parameter]
         p.requires_grad_(False)
 
 
-def _adapter_state(unet, adapter: str) -> dict[str, torch.Tensor]:
-    """``{"<module>.lora_A.weight": ..., "<module>.lora_B.weight": ...}`` of one adapter, on the CPU."""
-    marker = f".{adapter}."
-    return {name.replace(marker, "."): p.detach().float().cpu().clone()
-            for name, p in unet.named_parameters() if ".lora_" in name and marker in name}
-
-
 def apply_lora(unet, lora: TrainedLoRA, temporal: float = 1.0, spatial: float = 1.0) -> None:
     """Injects trained adapters into a UNet with the given strengths (for sampling)."""
     inject_lora_adapters(unet, lora.rank, lora.alpha)
-    params = dict(unet.named_parameters())
-    for adapter, state in (("temporal", lora.temporal), ("spatial", lora.spatial)):
-        for name, value in state.items():
-            module, kind = name.rsplit(".lora_", 1)
-            target = f"{module}.lora_{kind.split('.')[0]}.{adapter}.weight"
-            if target not in params:
-                raise ValueError(f"the LoRA has a layer {module!r} that this UNet does not have: it was made for "
-                                 "another model")
-            params[target].data.copy_(value)
+    try:
+        load_adapter_state(unet, "temporal", lora.temporal)
+        load_adapter_state(unet, "spatial", lora.spatial)
+    except ValueError:
+        remove_lora_adapters(unet)
+        raise
     set_lora_strengths(unet, temporal, spatial)
 
 

@@ -1,0 +1,86 @@
+"""Stable Video Diffusion: the UNet's names in diffusers and in the original (SGM / ComfyUI) layout.
+
+Single-file checkpoints (``svd.safetensors``, ``svd_xt.safetensors``) and core ComfyUI's LoRA loader use
+the SGM layout (``input_blocks.4.1.time_stack.0.attn1.to_q``); diffusers uses named blocks
+(``down_blocks.1.attentions.0.temporal_transformer_blocks.0.attn1.to_q``). The mapping depends only on
+``layers_per_block`` (2 for real SVD).
+"""
+
+from __future__ import annotations
+
+import re
+
+# Inside one res block / transformer: diffusers name -> SGM name (first match wins).
+_RES_BLOCK = [
+    ("spatial_res_block.norm1.", "in_layers.0."), ("spatial_res_block.conv1.", "in_layers.2."),
+    ("spatial_res_block.time_emb_proj.", "emb_layers.1."), ("spatial_res_block.norm2.", "out_layers.0."),
+    ("spatial_res_block.conv2.", "out_layers.3."), ("spatial_res_block.conv_shortcut.", "skip_connection."),
+    ("temporal_res_block.norm1.", "time_stack.in_layers.0."), ("temporal_res_block.conv1.", "time_stack.in_layers.2."),
+    ("temporal_res_block.time_emb_proj.", "time_stack.emb_layers.1."),
+    ("temporal_res_block.norm2.", "time_stack.out_layers.0."), ("temporal_res_block.conv2.", "time_stack.out_layers.3."),
+    ("time_mixer.", "time_mixer."),
+]
+_TRANSFORMER = [
+    ("temporal_transformer_blocks.", "time_stack."), ("time_pos_embed.linear_1.", "time_pos_embed.0."),
+    ("time_pos_embed.linear_2.", "time_pos_embed.2."),
+]
+_TOP = {
+    "conv_in.": "input_blocks.0.0.", "time_embedding.linear_1.": "time_embed.0.",
+    "time_embedding.linear_2.": "time_embed.2.", "add_embedding.linear_1.": "label_emb.0.0.",
+    "add_embedding.linear_2.": "label_emb.0.2.", "conv_norm_out.": "out.0.", "conv_out.": "out.2.",
+}
+
+
+def _inside(rest: str, table: list[tuple[str, str]]) -> str:
+    for old, new in table:
+        if rest.startswith(old):
+            return new + rest[len(old):]
+    return rest
+
+
+def unet_diffusers_to_sgm(name: str, layers_per_block: int = 2, up_blocks_with_attention: tuple[int, ...] = (1, 2, 3)
+                          ) -> str:
+    """A diffusers ``UNetSpatioTemporalConditionModel`` parameter or module name -> its SGM name.
+
+    Args:
+        name: e.g. ``down_blocks.1.attentions.0.temporal_transformer_blocks.0.attn1.to_q.weight``.
+        layers_per_block: res blocks per down level (up levels have one more).
+        up_blocks_with_attention: up levels that have transformers (their upsampler sits one slot later).
+
+    Raises:
+        KeyError: a name that is not part of SVD's UNet.
+    """
+    for old, new in _TOP.items():
+        if name.startswith(old):
+            return new + name[len(old):]
+    n = layers_per_block
+    if m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", name):
+        level, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        slot = 1 + level * (n + 1) + j
+        return f"input_blocks.{slot}.{0 if kind == 'resnets' else 1}." + (
+            _inside(rest, _RES_BLOCK) if kind == "resnets" else _inside(rest, _TRANSFORMER))
+    if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", name):
+        return f"input_blocks.{1 + int(m[1]) * (n + 1) + n}.0.op.{m[2]}"
+    if m := re.match(r"mid_block\.(resnets|attentions)\.(\d+)\.(.*)", name):
+        kind, j, rest = m[1], int(m[2]), m[3]
+        if kind == "attentions":
+            return "middle_block.1." + _inside(rest, _TRANSFORMER)
+        return f"middle_block.{2 * j}." + _inside(rest, _RES_BLOCK)
+    if m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", name):
+        level, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        slot = level * (n + 1) + j
+        return f"output_blocks.{slot}.{0 if kind == 'resnets' else 1}." + (
+            _inside(rest, _RES_BLOCK) if kind == "resnets" else _inside(rest, _TRANSFORMER))
+    if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", name):
+        level = int(m[1])
+        position = 2 if level in up_blocks_with_attention else 1
+        return f"output_blocks.{level * (n + 1) + n}.{position}.conv.{m[2]}"
+    raise KeyError(f"{name!r} is not a parameter of the SVD UNet")
+
+
+def unet_layout(unet) -> dict:
+    """The two config values the name mapping needs, read from a diffusers UNet's config."""
+    per_block = unet.config.layers_per_block
+    per_block = per_block if isinstance(per_block, int) else per_block[0]
+    with_attention = tuple(i for i, kind in enumerate(unet.config.up_block_types) if "CrossAttn" in kind)
+    return {"layers_per_block": per_block, "up_blocks_with_attention": with_attention}
