@@ -21,6 +21,7 @@ class ReCaptureExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         from .anchor import ReCaptureCameraTrajectory, ReCaptureDepthToPointCloud, ReCaptureRenderAnchor
         from .depth import ReCaptureEstimateDepth
+        from .svd import ReCaptureLoadLoRA, ReCaptureLoadSVD, ReCaptureTrainMaskedLoRA
         from .video import ReCaptureLoadVideo
 
         return [
@@ -29,6 +30,9 @@ class ReCaptureExtension(ComfyExtension):
             ReCaptureDepthToPointCloud,
             ReCaptureCameraTrajectory,
             ReCaptureRenderAnchor,
+            ReCaptureLoadSVD,
+            ReCaptureTrainMaskedLoRA,
+            ReCaptureLoadLoRA,
         ]
 
 

@@ -84,3 +84,55 @@ def unet_layout(unet) -> dict:
     per_block = per_block if isinstance(per_block, int) else per_block[0]
     with_attention = tuple(i for i, kind in enumerate(unet.config.up_block_types) if "CrossAttn" in kind)
     return {"layers_per_block": per_block, "up_blocks_with_attention": with_attention}
+
+
+# --- Loading ----------------------------------------------------------------------------------------
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+
+
+def is_diffusers_svd_folder(folder) -> bool:
+    from pathlib import Path
+
+    folder = Path(folder)
+    return (folder / "model_index.json").is_file() and (folder / "unet").is_dir()
+
+
+def load_svd(path, dtype=None, device="cpu"):
+    """Stable Video Diffusion from a local diffusers-format folder (StableVideoDiffusionPipeline layout).
+
+    Only safetensors weights are read (``use_safetensors``), nothing is fetched (``local_files_only``);
+    the fp16 variant is used when the folder has it.
+
+    Returns:
+        ``SVDModels`` on ``device``, frozen, in ``dtype`` (the folder's own when None).
+    """
+    from pathlib import Path
+
+    import torch
+    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    from .types import SVDModels
+
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ValueError(f"{path.name}: only safetensors weights are loaded, never pickled {path.suffix} files")
+    if path.is_file():
+        raise ValueError(f"{path.name}: single-file SVD checkpoints are not supported yet; put a diffusers-format "
+                         "SVD folder (model_index.json, unet/, vae/, image_encoder/...) into models/diffusers/")
+    if not is_diffusers_svd_folder(path):
+        raise ValueError(f"{path} is not a diffusers Stable Video Diffusion folder (model_index.json and unet/)")
+    variant = "fp16" if any(path.glob("unet/*.fp16.safetensors")) else None
+    common = dict(local_files_only=True, use_safetensors=True)
+    try:
+        unet = UNetSpatioTemporalConditionModel.from_pretrained(path / "unet", variant=variant, **common)
+        vae = AutoencoderKLTemporalDecoder.from_pretrained(path / "vae", variant=variant, **common)
+        encoder = CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder", variant=variant, **common)
+        processor = CLIPImageProcessor.from_pretrained(path / "feature_extractor", local_files_only=True)
+        scheduler = EulerDiscreteScheduler.from_pretrained(path / "scheduler", local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot load SVD from {path}: {e}") from e
+    for module in (unet, vae, encoder):
+        module.requires_grad_(False).eval().to(device=device, dtype=dtype or module.dtype)
+    return SVDModels(unet=unet, vae=vae, image_encoder=encoder, feature_extractor=processor, scheduler=scheduler,
+                     num_frames=int(getattr(unet.config, "num_frames", 14)), name=path.name)

@@ -298,3 +298,21 @@ def loss_curve_image(losses: list[tuple[float, float]], width: int = 512, height
         draw.text((8, 4), f"temporal {losses[-1][0]:.4f}  spatial {losses[-1][1]:.4f}  (log scale, "
                           f"{len(losses)} steps)", fill=(230, 230, 230))
     return torch.from_numpy(np.array(image, dtype=np.float32) / 255.0)
+
+
+def lora_from_files(temporal: dict[str, torch.Tensor], spatial: dict[str, torch.Tensor],
+                    settings: dict | None = None) -> TrainedLoRA:
+    """A ``TrainedLoRA`` from two loaded adapter files (rank from the weights, alpha from ``.alpha``)."""
+    rank_alpha = set()
+    for state in (temporal, spatial):
+        a_key = next((k for k in state if k.endswith(".lora_A.weight")), None)
+        if a_key is None:
+            raise ValueError("a LoRA file without lora_A weights")
+        alpha = state.get(a_key.replace(".lora_A.weight", ".alpha"))
+        rank = state[a_key].shape[0]
+        rank_alpha.add((rank, float(alpha) if alpha is not None else float(rank)))
+    if len(rank_alpha) != 1:
+        raise ValueError(f"the temporal and spatial LoRA differ in rank/alpha {sorted(rank_alpha)}: load a pair "
+                         "saved by the same training")
+    rank, alpha = rank_alpha.pop()
+    return TrainedLoRA(temporal=temporal, spatial=spatial, rank=rank, alpha=alpha, config=settings or {})

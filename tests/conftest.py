@@ -117,3 +117,14 @@ def tiny_svd_models(seed: int = 0):
         module.eval().requires_grad_(False)
     return SVDModels(unet=unet, vae=vae, image_encoder=encoder, feature_extractor=processor, scheduler=scheduler,
                      num_frames=4, name="tiny")
+
+
+def save_tiny_svd_folder(folder: Path) -> Path:
+    """tiny_svd_models() saved as a diffusers StableVideoDiffusionPipeline folder (safetensors)."""
+    from diffusers import StableVideoDiffusionPipeline
+
+    m = tiny_svd_models()
+    pipe = StableVideoDiffusionPipeline(vae=m.vae, image_encoder=m.image_encoder, unet=m.unet, scheduler=m.scheduler,
+                                        feature_extractor=m.feature_extractor)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -15,6 +15,11 @@ NODES = {
     "ReCaptureCameraTrajectory": {"preset", "amount", "easing", "frames", "pivot_distance", "camera_file",
                                   "point_cloud"},
     "ReCaptureRenderAnchor": {"point_cloud", "camera_path", "dilate_holes"},
+    "ReCaptureLoadSVD": {"model", "dtype"},
+    "ReCaptureTrainMaskedLoRA": {"svd", "anchor", "mask", "source", "steps", "learning_rate", "rank", "seed",
+                                 "conditioning_frame", "fps", "motion_bucket_id", "noise_aug_strength", "mask_erosion",
+                                 "lora_name"},
+    "ReCaptureLoadLoRA": {"temporal", "spatial"},
 }
 OUTPUTS = {
     "ReCaptureLoadVideo": ["IMAGE", "FLOAT", "INT"],
@@ -22,6 +27,9 @@ OUTPUTS = {
     "ReCaptureDepthToPointCloud": ["RECAPTURE_POINTCLOUD", "STRING"],
     "ReCaptureCameraTrajectory": ["RECAPTURE_CAMERA_PATH", "STRING"],
     "ReCaptureRenderAnchor": ["IMAGE", "MASK", "MASK"],
+    "ReCaptureLoadSVD": ["RECAPTURE_SVD"],
+    "ReCaptureTrainMaskedLoRA": ["RECAPTURE_LORA", "IMAGE"],
+    "ReCaptureLoadLoRA": ["RECAPTURE_LORA"],
 }
 
 

@@ -1,0 +1,193 @@
+"""Stage 2a nodes: load Stable Video Diffusion, fine-tune the masked temporal + spatial LoRAs, load LoRAs."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import comfy.model_management
+import folder_paths
+import torch
+
+from ._api import Progress, io, ui
+
+SVDType = io.Custom("RECAPTURE_SVD")
+LoRAType = io.Custom("RECAPTURE_LORA")
+LORA_SUBFOLDER = "recapture"
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+
+
+def _svd_choices() -> list[str]:
+    from ..recapture.svd import is_diffusers_svd_folder
+
+    names = set()
+    for root in folder_paths.get_folder_paths("diffusers"):
+        if os.path.isdir(root):
+            names.update(n for n in os.listdir(root) if is_diffusers_svd_folder(os.path.join(root, n)))
+    return sorted(names)
+
+
+def _svd_path(name: str) -> str:
+    for root in folder_paths.get_folder_paths("diffusers"):
+        path = os.path.realpath(os.path.join(root, name))
+        if os.path.commonpath([os.path.realpath(root), path]) == os.path.realpath(root) and os.path.isdir(path):
+            return path
+    raise ValueError(f"no SVD folder named {name!r} in models/diffusers/: put a diffusers-format Stable Video "
+                     "Diffusion folder there and refresh")
+
+
+def _dtype(choice: str, device: torch.device) -> torch.dtype:
+    if choice == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if device.type == "mps" else torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[choice]
+
+
+class ReCaptureLoadSVD(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ReCaptureLoadSVD",
+            display_name="ReCapture Load SVD",
+            category="ReCapture/svd",
+            description="Loads Stable Video Diffusion (svd or svd_xt) from a diffusers-format folder in "
+                        "models/diffusers/, offline and safetensors only, onto ComfyUI's device.",
+            inputs=[
+                io.Combo.Input("model", options=_svd_choices(),
+                               tooltip="A diffusers-format SVD folder in models/diffusers/ (model_index.json, "
+                                       "unet/, vae/, image_encoder/, feature_extractor/, scheduler/)."),
+                io.Combo.Input("dtype", options=list(DTYPES), default="auto",
+                               tooltip="Precision of the frozen model: auto = bf16/fp16 on GPUs, fp32 on CPU. "
+                                       "LoRA weights always train in fp32."),
+            ],
+            outputs=[SVDType.Output("svd", display_name="svd", tooltip="The SVD model for ReCapture's Stage 2.")],
+        )
+
+    @classmethod
+    def execute(cls, model: str, dtype: str) -> io.NodeOutput:
+        from ..recapture.svd import load_svd
+
+        comfy.model_management.unload_all_models()
+        comfy.model_management.soft_empty_cache()
+        device = comfy.model_management.get_torch_device()
+        # Weights made under ComfyUI's inference mode could never take part in LoRA training.
+        with torch.inference_mode(False):
+            return io.NodeOutput(load_svd(_svd_path(model), _dtype(dtype, device), device))
+
+
+def _lora_dir() -> str:
+    return os.path.join(folder_paths.get_folder_paths("loras")[0], LORA_SUBFOLDER)
+
+
+def _free_lora_name(name: str) -> str:
+    """A file stem under models/loras/recapture/ that no existing file uses (never overwrite)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}", name) or ".." in name:
+        raise ValueError(f"lora_name {name!r} may only use letters, digits, '_', '-' and '.' (no folders): it "
+                         "becomes models/loras/recapture/<lora_name>_temporal.safetensors")
+    folder, stem, n = _lora_dir(), name, 1
+    while any(os.path.exists(os.path.join(folder, f"{stem}_{a}.safetensors")) for a in ("temporal", "spatial")):
+        n += 1
+        stem = f"{name}_{n}"
+    return stem
+
+
+class ReCaptureTrainMaskedLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ReCaptureTrainMaskedLoRA",
+            display_name="ReCapture Train Masked LoRA",
+            category="ReCapture/svd",
+            description=(
+                "Fine-tunes SVD on this one video: a temporal LoRA learns the anchor's camera motion (loss only "
+                "where the anchor is valid) and a spatial LoRA learns the source's appearance (temporal layers "
+                "off). Writes both to models/loras/recapture/ in core ComfyUI's LoRA format."),
+            inputs=[
+                SVDType.Input("svd", tooltip="From ReCapture Load SVD."),
+                io.Image.Input("anchor", tooltip="The anchor video from ReCapture Render Anchor."),
+                io.Mask.Input("mask", tooltip="Its validity mask (1 = valid), from ReCapture Render Anchor."),
+                io.Image.Input("source", tooltip="The source frames, at the anchor's size."),
+                io.Int.Input("steps", default=400, min=1, max=100_000, tooltip="Training steps (paper: 400)."),
+                io.Float.Input("learning_rate", default=5e-4, min=1e-6, max=0.1, step=1e-5,
+                               tooltip="AdamW learning rate (paper: 5e-4)."),
+                io.Int.Input("rank", default=16, min=1, max=256, tooltip="LoRA rank (paper: 16)."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=True,
+                             tooltip="Seed of the LoRA initialisation, noise and sigma draws."),
+                io.Int.Input("conditioning_frame", default=0, min=0, max=10_000,
+                             tooltip="Frame used as the image prompt (0 = first, as the sampler uses)."),
+                io.Int.Input("fps", default=7, min=1, max=60, tooltip="SVD's fps conditioning (id = fps - 1)."),
+                io.Int.Input("motion_bucket_id", default=127, min=0, max=1023, tooltip="SVD's motion conditioning."),
+                io.Float.Input("noise_aug_strength", default=0.02, min=0.0, max=1.0, step=0.01,
+                               tooltip="Noise added to the image prompt, as at sampling time."),
+                io.Int.Input("mask_erosion", default=0, min=0, max=8,
+                             tooltip="Extra latent pixels (8 px each) ignored around holes."),
+                io.String.Input("lora_name", default="recapture",
+                                tooltip="File stem: models/loras/recapture/<name>_temporal / _spatial.safetensors "
+                                        "(a number is added instead of overwriting)."),
+            ],
+            outputs=[
+                LoRAType.Output("lora", display_name="lora", tooltip="Both trained LoRAs, for the sampler."),
+                io.Image.Output("loss_curve", display_name="loss_curve", tooltip="Temporal and spatial loss over steps."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, svd, anchor, mask, source, steps, learning_rate, rank, seed, conditioning_frame, fps,
+                motion_bucket_id, noise_aug_strength, mask_erosion, lora_name) -> io.NodeOutput:
+        from ..recapture.lora import save_lora_file
+        from ..recapture.train import TrainConfig, loss_curve_image, train_recapture_lora
+
+        stem = _free_lora_name(lora_name)
+        config = TrainConfig(rank=rank, learning_rate=learning_rate, steps=steps, seed=seed,
+                             conditioning_frame=conditioning_frame, fps=fps, motion_bucket_id=motion_bucket_id,
+                             noise_aug_strength=noise_aug_strength, mask_erosion=mask_erosion)
+        progress = Progress(steps)
+        comfy.model_management.unload_all_models()
+        comfy.model_management.soft_empty_cache()
+        with torch.inference_mode(False):  # ComfyUI runs nodes in inference mode; training needs autograd
+            mask = mask if mask.ndim == 3 else mask[None]
+            lora = train_recapture_lora(svd, anchor.clone(), mask.clone(), source.clone(), config,
+                                        on_step=lambda step, t, s: progress.advance())
+        folder = _lora_dir()
+        for adapter in ("temporal", "spatial"):
+            save_lora_file(os.path.join(folder, f"{stem}_{adapter}.safetensors"), getattr(lora, adapter), adapter,
+                           lora.rank, lora.alpha, settings=lora.config | {"model": svd.name})
+        curve = loss_curve_image(lora.losses)[None]
+        return io.NodeOutput(lora, curve, ui=ui.PreviewImage(curve, cls=cls))
+
+
+class ReCaptureLoadLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        files = [f for f in folder_paths.get_filename_list("loras") if f.endswith(".safetensors")]
+        return io.Schema(
+            node_id="ReCaptureLoadLoRA",
+            display_name="ReCapture Load LoRA",
+            category="ReCapture/svd",
+            description="Loads a temporal + spatial LoRA pair saved by ReCapture Train Masked LoRA, so one training "
+                        "serves many samplings and LoRAs can be shared.",
+            inputs=[
+                io.Combo.Input("temporal", options=[f for f in files if "temporal" in f] or files,
+                               tooltip="The *_temporal.safetensors file."),
+                io.Combo.Input("spatial", options=[f for f in files if "spatial" in f] or files,
+                               tooltip="The *_spatial.safetensors file from the same training."),
+            ],
+            outputs=[LoRAType.Output("lora", display_name="lora", tooltip="Both LoRAs, for the sampler.")],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, temporal: str, spatial: str) -> str:
+        return ";".join(str(os.path.getmtime(folder_paths.get_full_path_or_raise("loras", f))) for f in (temporal, spatial))
+
+    @classmethod
+    def execute(cls, temporal: str, spatial: str) -> io.NodeOutput:
+        from ..recapture.lora import load_lora_file
+        from ..recapture.train import lora_from_files
+
+        t_state, t_meta = load_lora_file(folder_paths.get_full_path_or_raise("loras", temporal))
+        s_state, s_meta = load_lora_file(folder_paths.get_full_path_or_raise("loras", spatial))
+        for name, meta, wanted in ((temporal, t_meta, "temporal"), (spatial, s_meta, "spatial")):
+            if meta.get("recapture.adapter", wanted) != wanted:
+                raise ValueError(f"{name} is a {meta['recapture.adapter']} LoRA, not a {wanted} one: swap the inputs")
+        return io.NodeOutput(lora_from_files(t_state, s_state))

@@ -1,0 +1,91 @@
+"""Stage 2a in the real server: load a tiny SVD folder, train on a rendered anchor, files and Cancel."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import save_tiny_svd_folder
+from recapture.lora import load_lora_file
+from recapture.sample import write_sample
+
+pytestmark = pytest.mark.comfy
+
+
+@pytest.fixture(scope="module")
+def tiny_svd(comfy):
+    write_sample(comfy.base / "input")
+    save_tiny_svd_folder(comfy.base / "models" / "diffusers" / "tiny-svd")
+    return "tiny-svd"
+
+
+def training_prompt(model: str, steps: int, name: str) -> dict:
+    video = {"video": "recapture_sample.mp4", "frames_folder": "(none: use the video)", "start_frame": 0,
+             "frame_count": 4, "every_nth": 1, "width": 64, "height": 64, "resize": "crop"}
+    return {
+        "1": {"class_type": "ReCaptureLoadVideo", "inputs": video},
+        "2": {"class_type": "ReCaptureLoadVideo", "inputs": video | {"frames_folder": "recapture_sample_depth/"}},
+        "3": {"class_type": "ReCaptureDepthToPointCloud", "inputs": {
+            "frames": ["1", 0], "depth": ["2", 0], "depth_kind": "inverse", "near": 2.4, "far": 6.0, "fov_deg": 60.0,
+            "edge_threshold": 0.04, "preview_points": 1000}},
+        "4": {"class_type": "ReCaptureCameraTrajectory", "inputs": {
+            "preset": "orbit_left", "amount": 10.0, "easing": "linear", "frames": 4, "pivot_distance": 0.0,
+            "camera_file": "(none: use the preset)", "point_cloud": ["3", 0]}},
+        "5": {"class_type": "ReCaptureRenderAnchor", "inputs": {"point_cloud": ["3", 0], "camera_path": ["4", 0],
+                                                               "dilate_holes": 0}},
+        "6": {"class_type": "ReCaptureLoadSVD", "inputs": {"model": model, "dtype": "auto"}},
+        "7": {"class_type": "ReCaptureTrainMaskedLoRA", "inputs": {
+            "svd": ["6", 0], "anchor": ["5", 0], "mask": ["5", 1], "source": ["1", 0], "steps": steps,
+            "learning_rate": 5e-4, "rank": 4, "seed": 0, "conditioning_frame": 0, "fps": 7, "motion_bucket_id": 127,
+            "noise_aug_strength": 0.02, "mask_erosion": 0, "lora_name": name}},
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 1]}},
+    }
+
+
+def test_training_writes_both_loras_in_comfyui_format(comfy, tiny_svd):
+    entry = comfy.run(training_prompt(tiny_svd, steps=3, name="sample"))
+    folder = comfy.base / "models" / "loras" / "recapture"
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["sample_spatial.safetensors", "sample_temporal.safetensors"]
+    state, metadata = load_lora_file(folder / "sample_temporal.safetensors")
+    assert metadata["recapture.adapter"] == "temporal" and metadata["recapture.rank"] == "4"
+    assert all(k.startswith("diffusion_model.") for k in state)
+    assert len(entry["outputs"]["8"]["images"]) == 1  # the loss curve
+    # the same name again is not overwritten
+    comfy.run(training_prompt(tiny_svd, steps=1, name="sample") | {})
+    assert "sample_2_temporal.safetensors" in {p.name for p in folder.iterdir()}
+
+
+def test_cancel_during_training_leaves_no_file_and_the_server_carries_on(comfy, tiny_svd):
+    folder = comfy.base / "models" / "loras" / "recapture"
+    prompt_id = comfy.queue(training_prompt(tiny_svd, steps=100_000, name="cancelled"))
+
+    def interrupt_when_training():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            queue = requests.get(comfy.url + "/queue", timeout=5).json()
+            if queue["queue_running"] and (comfy.base / "models" / "diffusers").exists():
+                time.sleep(3)  # let it reach the training loop
+                requests.post(comfy.url + "/interrupt", timeout=5)
+                return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=interrupt_when_training)
+    thread.start()
+    entry = comfy.wait(prompt_id, timeout=300)
+    thread.join()
+    assert entry["status"]["status_str"] == "error"
+    assert not any("cancelled" in p.name for p in folder.glob("*")) if folder.exists() else True
+    assert not any(".partial" in p.name for p in folder.glob(".*")) if folder.exists() else True
+    comfy.run(training_prompt(tiny_svd, steps=1, name="after_cancel"))
+    assert (folder / "after_cancel_temporal.safetensors").is_file()
+
+
+def test_bad_lora_name_is_refused(comfy, tiny_svd):
+    from comfy_harness import ComfyError
+
+    with pytest.raises(ComfyError, match="may only use letters"):
+        comfy.run(training_prompt(tiny_svd, steps=1, name="../../escape"))
