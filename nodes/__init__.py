@@ -21,7 +21,8 @@ class ReCaptureExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         from .anchor import ReCaptureCameraTrajectory, ReCaptureDepthToPointCloud, ReCaptureRenderAnchor
         from .depth import ReCaptureEstimateDepth
-        from .svd import ReCaptureLoadLoRA, ReCaptureLoadSVD, ReCaptureTrainMaskedLoRA
+        from .svd import (ReCaptureLoadLoRA, ReCaptureLoadSVD, ReCaptureSDEditRefine, ReCaptureSVDDualLoRASample,
+                          ReCaptureTrainMaskedLoRA)
         from .video import ReCaptureLoadVideo
 
         return [
@@ -33,6 +34,8 @@ class ReCaptureExtension(ComfyExtension):
             ReCaptureLoadSVD,
             ReCaptureTrainMaskedLoRA,
             ReCaptureLoadLoRA,
+            ReCaptureSVDDualLoRASample,
+            ReCaptureSDEditRefine,
         ]
 
 

@@ -191,3 +191,102 @@ class ReCaptureLoadLoRA(io.ComfyNode):
             if meta.get("recapture.adapter", wanted) != wanted:
                 raise ValueError(f"{name} is a {meta['recapture.adapter']} LoRA, not a {wanted} one: swap the inputs")
         return io.NodeOutput(lora_from_files(t_state, s_state))
+
+
+PROMPT_FRAMES = ("first anchor frame", "first source frame")
+
+
+def _sample_inputs() -> list:
+    return [
+        io.Int.Input("steps", default=25, min=1, max=500, tooltip="Sampling steps (svd 25, svd_xt 30)."),
+        io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=True, tooltip="Noise seed."),
+    ]
+
+
+class ReCaptureSVDDualLoRASample(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ReCaptureSVDDualLoRASample",
+            display_name="ReCapture SVD Dual-LoRA Sample",
+            category="ReCapture/svd",
+            description=(
+                "Samples the re-filmed video with both LoRAs on: the temporal LoRA keeps the anchor's camera "
+                "motion, the spatial LoRA the source's look, and SVD fills the holes. Frames come out at the "
+                "anchor's size and count."),
+            inputs=[
+                SVDType.Input("svd", tooltip="From ReCapture Load SVD."),
+                LoRAType.Input("lora", tooltip="From ReCapture Train Masked LoRA or Load LoRA."),
+                io.Image.Input("anchor", tooltip="The anchor video (sets the size and frame count)."),
+                io.Combo.Input("image_prompt", options=list(PROMPT_FRAMES), default=PROMPT_FRAMES[0],
+                               tooltip="The frame SVD starts from: the first anchor frame (the paper's choice) or "
+                                       "the first source frame."),
+                *_sample_inputs(),
+                io.Float.Input("min_guidance", default=1.0, min=0.0, max=20.0, step=0.1,
+                               tooltip="Classifier-free guidance at the first frame; it rises linearly..."),
+                io.Float.Input("max_guidance", default=3.0, min=0.0, max=20.0, step=0.1,
+                               tooltip="...to this at the last frame (svd_xt: 3.0, svd: 2.5)."),
+                io.Int.Input("fps", default=7, min=1, max=60, tooltip="SVD's fps conditioning; use the training's."),
+                io.Int.Input("motion_bucket_id", default=127, min=0, max=1023, tooltip="SVD's motion conditioning."),
+                io.Float.Input("noise_aug_strength", default=0.02, min=0.0, max=1.0, step=0.01,
+                               tooltip="Noise added to the image prompt."),
+                io.Float.Input("temporal_strength", default=1.0, min=0.0, max=2.0, step=0.05,
+                               tooltip="Strength of the temporal (camera motion) LoRA."),
+                io.Float.Input("spatial_strength", default=1.0, min=0.0, max=2.0, step=0.05,
+                               tooltip="Strength of the spatial (appearance) LoRA."),
+                io.Int.Input("decode_chunk_size", default=8, min=1, max=64,
+                             tooltip="Frames decoded at once by the VAE; lower it if memory runs out."),
+                io.Image.Input("source", optional=True, tooltip="The source frames, for image_prompt = first source frame."),
+            ],
+            outputs=[io.Image.Output("frames", display_name="frames", tooltip="The sampled video frames.")],
+        )
+
+    @classmethod
+    def execute(cls, svd, lora, anchor, image_prompt, steps, seed, min_guidance, max_guidance, fps,
+                motion_bucket_id, noise_aug_strength, temporal_strength, spatial_strength, decode_chunk_size,
+                source=None) -> io.NodeOutput:
+        from ..recapture.sampling import SampleConfig, sample_video
+
+        if image_prompt == PROMPT_FRAMES[1] and source is None:
+            raise ValueError("image_prompt is the first source frame but no source is connected: connect the source "
+                             "frames or use the first anchor frame")
+        prompt = (source if image_prompt == PROMPT_FRAMES[1] else anchor)[0]
+        config = SampleConfig(steps=steps, min_guidance=min_guidance, max_guidance=max_guidance, fps=fps,
+                              motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength, seed=seed,
+                              temporal_strength=temporal_strength, spatial_strength=spatial_strength,
+                              decode_chunk_size=decode_chunk_size)
+        progress = Progress(steps)
+        with torch.inference_mode(False):
+            frames = sample_video(svd, lora, prompt.clone(), anchor.shape[0], config, lambda _: progress.advance())
+        return io.NodeOutput(frames)
+
+
+class ReCaptureSDEditRefine(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ReCaptureSDEditRefine",
+            display_name="ReCapture SDEdit Refine",
+            category="ReCapture/svd",
+            description="Sharpens sampled frames: noises them to the level of `strength` and denoises again with the "
+                        "spatial LoRA only (SDEdit). Strength 0 returns the input (through the VAE).",
+            inputs=[
+                SVDType.Input("svd", tooltip="From ReCapture Load SVD."),
+                LoRAType.Input("lora", tooltip="The LoRA pair; only its spatial LoRA is used."),
+                io.Image.Input("frames", tooltip="Frames to refine (e.g. from the dual-LoRA sampler)."),
+                io.Float.Input("strength", default=0.3, min=0.0, max=1.0, step=0.05,
+                               tooltip="How far to re-noise: 0 = unchanged, 1 = from pure noise."),
+                *_sample_inputs(),
+            ],
+            outputs=[io.Image.Output("refined", display_name="refined", tooltip="The refined frames.")],
+        )
+
+    @classmethod
+    def execute(cls, svd, lora, frames, strength, steps, seed) -> io.NodeOutput:
+        from ..recapture.sampling import SampleConfig, sdedit
+
+        progress = Progress(max(1, round(steps * strength)))
+        with torch.inference_mode(False):
+            refined = sdedit(svd, lora, frames.clone(), strength, SampleConfig(steps=steps, seed=seed),
+                             lambda _: progress.advance())
+        return io.NodeOutput(refined)

@@ -20,6 +20,10 @@ NODES = {
                                  "conditioning_frame", "fps", "motion_bucket_id", "noise_aug_strength", "mask_erosion",
                                  "lora_name"},
     "ReCaptureLoadLoRA": {"temporal", "spatial"},
+    "ReCaptureSVDDualLoRASample": {"svd", "lora", "anchor", "image_prompt", "steps", "seed", "min_guidance",
+                                   "max_guidance", "fps", "motion_bucket_id", "noise_aug_strength",
+                                   "temporal_strength", "spatial_strength", "decode_chunk_size", "source"},
+    "ReCaptureSDEditRefine": {"svd", "lora", "frames", "strength", "steps", "seed"},
 }
 OUTPUTS = {
     "ReCaptureLoadVideo": ["IMAGE", "FLOAT", "INT"],
@@ -30,6 +34,8 @@ OUTPUTS = {
     "ReCaptureLoadSVD": ["RECAPTURE_SVD"],
     "ReCaptureTrainMaskedLoRA": ["RECAPTURE_LORA", "IMAGE"],
     "ReCaptureLoadLoRA": ["RECAPTURE_LORA"],
+    "ReCaptureSVDDualLoRASample": ["IMAGE"],
+    "ReCaptureSDEditRefine": ["IMAGE"],
 }
 
 

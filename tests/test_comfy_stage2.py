@@ -89,3 +89,27 @@ def test_bad_lora_name_is_refused(comfy, tiny_svd):
 
     with pytest.raises(ComfyError, match="may only use letters"):
         comfy.run(training_prompt(tiny_svd, steps=1, name="../../escape"))
+
+
+def test_whole_method_train_sample_refine_save(comfy, tiny_svd):
+    import av
+
+    prompt = training_prompt(tiny_svd, steps=2, name="chain")
+    prompt.update({
+        "9": {"class_type": "ReCaptureSVDDualLoRASample", "inputs": {
+            "svd": ["6", 0], "lora": ["7", 0], "anchor": ["5", 0], "image_prompt": "first anchor frame", "steps": 3,
+            "seed": 0, "min_guidance": 1.0, "max_guidance": 3.0, "fps": 7, "motion_bucket_id": 127,
+            "noise_aug_strength": 0.02, "temporal_strength": 1.0, "spatial_strength": 1.0, "decode_chunk_size": 2}},
+        "10": {"class_type": "ReCaptureSDEditRefine", "inputs": {
+            "svd": ["6", 0], "lora": ["7", 0], "frames": ["9", 0], "strength": 0.5, "steps": 4, "seed": 0}},
+        "11": {"class_type": "CreateVideo", "inputs": {"images": ["10", 0], "fps": ["1", 1]}},
+        "12": {"class_type": "SaveVideo", "inputs": {"video": ["11", 0], "filename_prefix": "test/recaptured",
+                                                     "format": "auto", "codec": "auto"}},
+    })
+    entry = comfy.run(prompt)
+    saved = entry["outputs"]["12"]["images"][0]
+    with av.open(str(comfy.base / "output" / saved["subfolder"] / saved["filename"])) as c:
+        s = c.streams.video[0]
+        frames = list(c.decode(s))
+        assert float(s.average_rate) == pytest.approx(8.0)
+    assert len(frames) == 4 and (frames[0].width, frames[0].height) == (64, 64)
