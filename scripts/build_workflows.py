@@ -69,6 +69,51 @@ ANCHOR_ONLY = {
 }
 
 
+SVD_FOLDER = "stable-video-diffusion-img2vid-xt"  # the diffusers folder name users have for svd_xt
+
+FULL = {
+    "file": "recapture_full.json",
+    "nodes": ANCHOR_ONLY["nodes"][:6] + [
+        {"id": 6, "type": "CreateVideo", "col": 3, "title": "Anchor video"},
+        {"id": 7, "type": "SaveVideo", "col": 3, "widgets": {"filename_prefix": "recapture/anchor"}},
+        {"id": 8, "type": "MaskToImage", "col": 3},
+        {"id": 9, "type": "CreateVideo", "col": 3, "title": "Mask video"},
+        {"id": 10, "type": "SaveVideo", "col": 3, "widgets": {"filename_prefix": "recapture/mask"}},
+        {"id": 12, "type": "ReCaptureLoadSVD", "col": 4, "widgets": {"model": SVD_FOLDER, "dtype": "auto"}},
+        {"id": 13, "type": "ReCaptureTrainMaskedLoRA", "col": 4,
+         "widgets": {"steps": 400, "learning_rate": 5e-4, "rank": 16, "lora_name": "recapture"}},
+        {"id": 14, "type": "ReCaptureSVDDualLoRASample", "col": 5, "widgets": {"steps": 25}},
+        {"id": 15, "type": "ReCaptureSDEditRefine", "col": 5, "widgets": {"strength": 0.3, "steps": 25}},
+        {"id": 16, "type": "CreateVideo", "col": 6, "title": "Re-filmed video"},
+        {"id": 17, "type": "SaveVideo", "col": 6, "widgets": {"filename_prefix": "recapture/recaptured"}},
+        {"id": 18, "type": "PreviewImage", "col": 6, "title": "Training loss"},
+    ],
+    "links": ANCHOR_ONLY["links"] + [
+        (12, "svd", 13, "svd"), (5, "anchor", 13, "anchor"), (5, "mask", 13, "mask"), (1, "frames", 13, "source"),
+        (12, "svd", 14, "svd"), (13, "lora", 14, "lora"), (5, "anchor", 14, "anchor"), (1, "frames", 14, "source"),
+        (12, "svd", 15, "svd"), (13, "lora", 15, "lora"), (14, "frames", 15, "frames"),
+        (15, "refined", 16, "images"), (1, "fps", 16, "fps"), (16, "VIDEO", 17, "video"),
+        (13, "loss_curve", 18, "images"),
+    ],
+    "groups": ANCHOR_ONLY["groups"][:3] + [
+        {"title": "4. Save anchor and mask (output/recapture/)", "nodes": [6, 7, 8, 9, 10]},
+        {"title": "5. Fine-tune SVD: masked temporal LoRA + spatial LoRA", "nodes": [12, 13]},
+        {"title": "6. Sample with both LoRAs, refine with SDEdit", "nodes": [14, 15]},
+        {"title": "7. Save the re-filmed video", "nodes": [16, 17, 18]},
+    ],
+    "notes": [
+        {"col": 2, "size": [400, 300], "text": (
+            "ReCapture: re-film a video along a new camera path.\n\n"
+            "1-3: the anchor video (the scene's point cloud seen from the new camera) and its validity mask.\n"
+            "5: SVD learns the anchor's motion (temporal LoRA, loss only where the mask is white) and the "
+            "source's look (spatial LoRA); the LoRAs land in models/loras/recapture/.\n"
+            "6: sampling with both LoRAs fills the holes; SDEdit with the spatial LoRA removes blur.\n\n"
+            "Needs a diffusers-format SVD folder in models/diffusers/ (here: " + SVD_FOLDER + "). "
+            "For your own clip, replace 'Depth' with ReCapture Estimate Depth or any depth node.")},
+    ],
+}
+
+
 def build(server: ComfyServer, spec: dict, values: dict, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -109,6 +154,9 @@ BUILD_JS = """
       if (!w) throw new Error(n.type + ' has no widget ' + name);
       w.value = value;
     }
+    // fixed seeds: re-queueing reuses the trained LoRAs from ComfyUI's cache instead of retraining
+    const control = node.widgets?.find(w => w.name === 'control_after_generate');
+    if (control) control.value = 'fixed';
     node.size = node.computeSize();
     node.size[0] = Math.max(node.size[0], COL_WIDTH - GAP);
     place(node, n.col);
@@ -156,8 +204,14 @@ def main() -> None:
         files = write_sample(Path(tmp) / "input")
         sample = json.loads(files[-1].read_text())
         values = {"near": round(sample["near"], 4), "far": round(sample["far"], 4)}
+        # the full workflow's model combo needs an SVD folder of that name: a tiny one will do
+        sys.path.insert(0, str(REPO / "tests"))
+        from conftest import save_tiny_svd_folder
+
+        save_tiny_svd_folder(Path(tmp) / "models" / "diffusers" / SVD_FOLDER)
         with server:
-            build(server, ANCHOR_ONLY, values, REPO / "workflows" / ANCHOR_ONLY["file"])
+            for spec in (ANCHOR_ONLY, FULL):
+                build(server, spec, values, REPO / "workflows" / spec["file"])
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def test_node_found_in_search_and_added(canvas, artifacts):
     assert pack_console_errors(canvas.messages) == []
 
 
-@pytest.mark.parametrize("name", ["recapture_anchor_only.json"])
+@pytest.mark.parametrize("name", ["recapture_anchor_only.json", "recapture_full.json"])
 def test_shipped_workflow_loads_and_matches_our_api_conversion(canvas, comfy, artifacts, name):
     """The canvas loads the file with every node type known and every link in place, and its own
     graph-to-prompt conversion equals the one the tests and `make demo` use."""
@@ -73,7 +73,12 @@ def test_shipped_workflow_loads_and_matches_our_api_conversion(canvas, comfy, ar
     from comfy_harness import REPO, ui_to_api
     from recapture.sample import write_sample
 
-    write_sample(comfy.base / "input")  # the combo values the workflow names
+    from conftest import save_tiny_svd_folder
+
+    write_sample(comfy.base / "input")  # the combo values the workflows name
+    svd = comfy.base / "models" / "diffusers" / "stable-video-diffusion-img2vid-xt"
+    if not svd.exists():
+        save_tiny_svd_folder(svd)
     workflow = json.loads((REPO / "workflows" / name).read_text())
     result = canvas.evaluate("""async (wf) => {
         await window.app.loadGraphData(wf);

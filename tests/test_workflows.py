@@ -58,3 +58,29 @@ def test_anchor_only_workflow_runs_as_shipped(comfy, sample_in_input):
     # the first frame's point cloud file for Preview 3D
     preview = [o for o in entry["outputs"].values() if "result" in o]
     assert preview and (comfy.base / "output" / preview[0]["result"][0]).is_file()
+
+
+def test_full_workflow_runs_with_a_tiny_svd(comfy, sample_in_input):
+    """The full workflow as shipped, with a tiny SVD under the folder name it names. Only what makes a
+    CPU run take seconds instead of hours is changed: frame size and count, and step counts."""
+    from conftest import save_tiny_svd_folder
+
+    svd = comfy.base / "models" / "diffusers" / "stable-video-diffusion-img2vid-xt"
+    if not svd.exists():
+        save_tiny_svd_folder(svd)
+    workflow = json.loads((WORKFLOWS / "recapture_full.json").read_text())
+    prompt = ui_to_api(workflow, comfy.object_info())
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "ReCaptureLoadVideo":
+            inputs.update(width=64, height=64, frame_count=4)
+        if node["class_type"] in ("ReCaptureTrainMaskedLoRA", "ReCaptureSVDDualLoRASample", "ReCaptureSDEditRefine"):
+            inputs["steps"] = 2
+    entry = comfy.run(prompt, timeout=600)
+    videos = saved_videos(comfy, entry)
+    assert set(videos) == {"anchor", "mask", "recaptured"}, videos
+    for name in videos:
+        frames, fps = decode(videos[name])
+        assert frames.shape == (4, 64, 64, 3) and fps == pytest.approx(8.0), name
+    loras = comfy.base / "models" / "loras" / "recapture"
+    assert any(p.name.endswith("_temporal.safetensors") for p in loras.iterdir())
