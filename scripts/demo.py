@@ -1,8 +1,9 @@
-"""`make demo`: runs the shipped anchor-only workflow headless on the bundled sample and prints the outputs.
+"""`make demo`: runs a shipped workflow headless on the bundled sample and prints the outputs.
 
 The sample (a synthetic scene with exact depth) is written into the dev ComfyUI's input folder, the
 workflow file is converted to an API prompt with the live server's /object_info and queued, and the
-anchor and mask videos land under the dev ComfyUI's output/recapture/.
+videos land under the dev ComfyUI's output/recapture/. Without SVD that is the anchor-only workflow;
+with a diffusers SVD-XT folder in the dev ComfyUI's models/diffusers/ it is the full method.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from comfy_harness import DEV_HOME, REPO, ComfyError, ComfyServer, ui_to_api
 sys.path.insert(0, str(REPO))
 from recapture.sample import write_sample  # noqa: E402
 
-WORKFLOW = REPO / "workflows" / "recapture_anchor_only.json"
+from build_workflows import SVD_FOLDER  # noqa: E402
+from recapture.svd import is_diffusers_svd_folder  # noqa: E402
+
+WORKFLOWS = REPO / "workflows"
 
 
 def saved_files(server: ComfyServer, entry: dict) -> list[Path]:
@@ -33,12 +37,16 @@ def main() -> int:
     base = DEV_HOME / "base"
     write_sample(base / "input")
     print(f"sample written to {base / 'input'}", flush=True)
+    full = is_diffusers_svd_folder(base / "models" / "diffusers" / SVD_FOLDER)
+    workflow = WORKFLOWS / ("recapture_full.json" if full else "recapture_anchor_only.json")
+    if not full:
+        print(f"(no models/diffusers/{SVD_FOLDER} under {base}: running Stage 1 only)", flush=True)
     with ComfyServer(base=base) as server:
-        print(f"ComfyUI with the pack is up at {server.url}; running {WORKFLOW.name}", flush=True)
-        prompt = ui_to_api(json.loads(WORKFLOW.read_text()), server.object_info())
+        print(f"ComfyUI with the pack is up at {server.url}; running {workflow.name}", flush=True)
+        prompt = ui_to_api(json.loads(workflow.read_text()), server.object_info())
         start = time.monotonic()
         try:
-            entry = server.run(prompt, timeout=900)
+            entry = server.run(prompt, timeout=3600 if full else 900)
         except ComfyError as e:
             print(f"the workflow failed: {e}\nserver log: {server.log_path}", file=sys.stderr)
             return 1
