@@ -136,3 +136,70 @@ def load_svd(path, dtype=None, device="cpu"):
         module.requires_grad_(False).eval().to(device=device, dtype=dtype or module.dtype)
     return SVDModels(unet=unet, vae=vae, image_encoder=encoder, feature_extractor=processor, scheduler=scheduler,
                      num_frames=int(getattr(unet.config, "num_frames", 14)), name=path.name)
+
+
+# --- The real architectures, written here because nothing may be fetched ----------------------------
+# SVD-XT's UNet is UNetSpatioTemporalConditionModel's defaults; svd differs only in num_frames (14).
+VAE_CONFIG = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                  block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                  sample_size=768, scaling_factor=0.18215, force_upcast=True)
+IMAGE_ENCODER_CONFIG = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+                            image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu", layer_norm_eps=1e-5)
+FEATURE_EXTRACTOR_CONFIG = dict(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224},
+                                do_center_crop=True, do_normalize=True, do_resize=True, resample=3,
+                                image_mean=[0.48145466, 0.4578275, 0.40821073],
+                                image_std=[0.26862954, 0.26130258, 0.27577711])
+SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                        prediction_type="v_prediction", interpolation_type="linear", use_karras_sigmas=True,
+                        sigma_min=0.002, sigma_max=700.0, timestep_spacing="leading", timestep_type="continuous",
+                        steps_offset=1)
+
+
+def build_svd(num_frames: int = 25, dtype=None, device="cpu"):
+    """The full-size SVD (num_frames 14) or SVD-XT (25) architecture with random weights.
+
+    For benchmarks and for loading converted checkpoints: speed and memory do not depend on weight values.
+    """
+    import torch
+    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from .types import SVDModels
+
+    with torch.device(device):
+        unet = UNetSpatioTemporalConditionModel(num_frames=num_frames)
+        vae = AutoencoderKLTemporalDecoder(**VAE_CONFIG)
+        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**IMAGE_ENCODER_CONFIG))
+    for module in (unet, vae, encoder):
+        module.requires_grad_(False).eval().to(dtype=dtype or torch.float32)
+    return SVDModels(unet=unet, vae=vae, image_encoder=encoder,
+                     feature_extractor=CLIPImageProcessor(**FEATURE_EXTRACTOR_CONFIG),
+                     scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG), num_frames=num_frames,
+                     name="svd_xt (random weights)" if num_frames == 25 else "svd (random weights)")
+
+
+def build_tiny_svd(seed: int = 0):
+    """SVD's real classes at a tiny size with random weights (~2 M parameters): tests and CPU benchmarks."""
+    import torch
+    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from .types import SVDModels
+
+    torch.manual_seed(seed)
+    unet = UNetSpatioTemporalConditionModel(
+        sample_size=8, in_channels=8, out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, num_attention_heads=(2, 4),
+        addition_time_embed_dim=8, projection_class_embeddings_input_dim=24, num_frames=4)
+    vae = AutoencoderKLTemporalDecoder(**dict(VAE_CONFIG, block_out_channels=(32, 32, 32, 32), layers_per_block=1))
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+        patch_size=8, projection_dim=32))
+    processor = CLIPImageProcessor(**dict(FEATURE_EXTRACTOR_CONFIG, size={"shortest_edge": 32},
+                                          crop_size={"height": 32, "width": 32}))
+    for module in (unet, vae, encoder):
+        module.eval().requires_grad_(False)
+    return SVDModels(unet=unet, vae=vae, image_encoder=encoder, feature_extractor=processor,
+                     scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG), num_frames=4, name="tiny")

@@ -88,35 +88,9 @@ def save_tiny_depth_model(folder: Path) -> Path:
 
 
 def tiny_svd_models(seed: int = 0):
-    """SVD's real classes (UNet, temporal VAE, CLIP vision, processor, scheduler) at a tiny random-init size."""
-    import torch
-    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from recapture.svd import build_tiny_svd
 
-    from recapture.types import SVDModels
-
-    torch.manual_seed(seed)
-    unet = UNetSpatioTemporalConditionModel(
-        sample_size=8, in_channels=8, out_channels=4,
-        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-        block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, num_attention_heads=(2, 4),
-        addition_time_embed_dim=8, projection_class_embeddings_input_dim=24, num_frames=4)
-    vae = AutoencoderKLTemporalDecoder(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                                       block_out_channels=(32, 32, 32, 32), layers_per_block=1, latent_channels=4)
-    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-        patch_size=8, projection_dim=32))
-    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    scheduler = EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                       beta_schedule="scaled_linear", prediction_type="v_prediction",
-                                       interpolation_type="linear", use_karras_sigmas=True, sigma_min=0.002,
-                                       sigma_max=700.0, timestep_spacing="leading", timestep_type="continuous",
-                                       steps_offset=1)
-    for module in (unet, vae, encoder):
-        module.eval().requires_grad_(False)
-    return SVDModels(unet=unet, vae=vae, image_encoder=encoder, feature_extractor=processor, scheduler=scheduler,
-                     num_frames=4, name="tiny")
+    return build_tiny_svd(seed)
 
 
 def save_tiny_svd_folder(folder: Path) -> Path:

@@ -201,3 +201,14 @@ def test_bad_training_input_is_named(models, clip, change, message):
     with pytest.raises(ValueError, match=message):
         train_recapture_lora(models, kwargs["anchor"], kwargs["mask"], kwargs["source"], kwargs["config"])
     assert not lora_layers(models.unet)
+
+
+def test_real_architectures_have_svd_xts_sizes():
+    from recapture.svd import build_svd
+
+    models = build_svd(25, device="meta")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(models.unet) == pytest.approx(1.525e9, rel=0.01)
+    assert count(models.image_encoder) == pytest.approx(0.632e9, rel=0.01)  # OpenCLIP ViT-H/14 + projection
+    assert 0.08e9 < count(models.vae) < 0.11e9
+    assert models.scheduler.config.prediction_type == "v_prediction" and models.num_frames == 25
