@@ -18,22 +18,27 @@ DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 
 def _svd_choices() -> list[str]:
+    """Single-file checkpoints (``checkpoints/...``) and diffusers SVD folders (``diffusers/...``)."""
     from ..recapture.svd import is_diffusers_svd_folder
 
-    names = set()
+    files = [f"checkpoints/{f}" for f in folder_paths.get_filename_list("checkpoints") if f.endswith(".safetensors")]
+    folders = set()
     for root in folder_paths.get_folder_paths("diffusers"):
         if os.path.isdir(root):
-            names.update(n for n in os.listdir(root) if is_diffusers_svd_folder(os.path.join(root, n)))
-    return sorted(names)
+            folders.update(n for n in os.listdir(root) if is_diffusers_svd_folder(os.path.join(root, n)))
+    return files + [f"diffusers/{n}" for n in sorted(folders)]
 
 
-def _svd_path(name: str) -> str:
+def _svd_path(choice: str) -> str:
+    kind, _, name = choice.partition("/")
+    if kind == "checkpoints":
+        return folder_paths.get_full_path_or_raise("checkpoints", name)
     for root in folder_paths.get_folder_paths("diffusers"):
         path = os.path.realpath(os.path.join(root, name))
         if os.path.commonpath([os.path.realpath(root), path]) == os.path.realpath(root) and os.path.isdir(path):
             return path
-    raise ValueError(f"no SVD folder named {name!r} in models/diffusers/: put a diffusers-format Stable Video "
-                     "Diffusion folder there and refresh")
+    raise ValueError(f"no SVD model {choice!r}: put svd.safetensors / svd_xt.safetensors into models/checkpoints/ "
+                     "or a diffusers-format SVD folder into models/diffusers/, and refresh")
 
 
 def _dtype(choice: str, device: torch.device) -> torch.dtype:
@@ -51,12 +56,14 @@ class ReCaptureLoadSVD(io.ComfyNode):
             node_id="ReCaptureLoadSVD",
             display_name="ReCapture Load SVD",
             category="ReCapture/svd",
-            description="Loads Stable Video Diffusion (svd or svd_xt) from a diffusers-format folder in "
-                        "models/diffusers/, offline and safetensors only, onto ComfyUI's device.",
+            description="Loads Stable Video Diffusion (svd or svd_xt): the single-file checkpoint from "
+                        "models/checkpoints/ or a diffusers-format folder from models/diffusers/, offline and "
+                        "safetensors only, onto ComfyUI's device.",
             inputs=[
                 io.Combo.Input("model", options=_svd_choices(),
-                               tooltip="A diffusers-format SVD folder in models/diffusers/ (model_index.json, "
-                                       "unet/, vae/, image_encoder/, feature_extractor/, scheduler/)."),
+                               tooltip="checkpoints/svd_xt.safetensors (or svd, fp16 variants) as ComfyUI users "
+                                       "have them, or diffusers/<folder> (model_index.json, unet/, vae/...). 25 "
+                                       "frames for names with 'xt', else 14."),
                 io.Combo.Input("dtype", options=list(DTYPES), default="auto",
                                tooltip="Precision of the frozen model: auto = bf16/fp16 on GPUs, fp32 on CPU. "
                                        "LoRA weights always train in fp32."),

@@ -78,6 +78,19 @@ def unet_diffusers_to_sgm(name: str, layers_per_block: int = 2, up_blocks_with_a
     raise KeyError(f"{name!r} is not a parameter of the SVD UNet")
 
 
+def use_original_norm_eps(unet) -> None:
+    """Sets the res blocks' GroupNorm eps to the original model's 1e-5.
+
+    diffusers builds some of SVD's res-block norms with eps 1e-6; the original implementation (and
+    ComfyUI) use 1e-5, which is what the released weights were trained with.
+    """
+    import torch
+
+    for name, module in unet.named_modules():
+        if ".resnets." in name and isinstance(module, torch.nn.GroupNorm):
+            module.eps = 1e-5
+
+
 def unet_layout(unet) -> dict:
     """The two config values the name mapping needs, read from a diffusers UNet's config."""
     per_block = unet.config.layers_per_block
@@ -98,7 +111,8 @@ def is_diffusers_svd_folder(folder) -> bool:
 
 
 def load_svd(path, dtype=None, device="cpu"):
-    """Stable Video Diffusion from a local diffusers-format folder (StableVideoDiffusionPipeline layout).
+    """Stable Video Diffusion from a single-file checkpoint (see ``load_svd_single_file``) or a local
+    diffusers-format folder (StableVideoDiffusionPipeline layout).
 
     Only safetensors weights are read (``use_safetensors``), nothing is fetched (``local_files_only``);
     the fp16 variant is used when the folder has it.
@@ -118,8 +132,7 @@ def load_svd(path, dtype=None, device="cpu"):
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise ValueError(f"{path.name}: only safetensors weights are loaded, never pickled {path.suffix} files")
     if path.is_file():
-        raise ValueError(f"{path.name}: single-file SVD checkpoints are not supported yet; put a diffusers-format "
-                         "SVD folder (model_index.json, unet/, vae/, image_encoder/...) into models/diffusers/")
+        return load_svd_single_file(path, dtype, device)
     if not is_diffusers_svd_folder(path):
         raise ValueError(f"{path} is not a diffusers Stable Video Diffusion folder (model_index.json and unet/)")
     variant = "fp16" if any(path.glob("unet/*.fp16.safetensors")) else None
@@ -132,6 +145,7 @@ def load_svd(path, dtype=None, device="cpu"):
         scheduler = EulerDiscreteScheduler.from_pretrained(path / "scheduler", local_files_only=True)
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot load SVD from {path}: {e}") from e
+    use_original_norm_eps(unet)
     for module in (unet, vae, encoder):
         module.requires_grad_(False).eval().to(device=device, dtype=dtype or module.dtype)
     return SVDModels(unet=unet, vae=vae, image_encoder=encoder, feature_extractor=processor, scheduler=scheduler,
@@ -170,6 +184,7 @@ def build_svd(num_frames: int = 25, dtype=None, device="cpu"):
         unet = UNetSpatioTemporalConditionModel(num_frames=num_frames)
         vae = AutoencoderKLTemporalDecoder(**VAE_CONFIG)
         encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**IMAGE_ENCODER_CONFIG))
+    use_original_norm_eps(unet)
     for module in (unet, vae, encoder):
         module.requires_grad_(False).eval().to(dtype=dtype or torch.float32)
     return SVDModels(unet=unet, vae=vae, image_encoder=encoder,
@@ -193,7 +208,8 @@ def build_tiny_svd(seed: int = 0):
         up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
         block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, num_attention_heads=(2, 4),
         addition_time_embed_dim=8, projection_class_embeddings_input_dim=24, num_frames=4)
-    vae = AutoencoderKLTemporalDecoder(**dict(VAE_CONFIG, block_out_channels=(32, 32, 32, 32), layers_per_block=1))
+    use_original_norm_eps(unet)
+    vae = AutoencoderKLTemporalDecoder(**dict(VAE_CONFIG, block_out_channels=(32, 32, 32, 32)))
     encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
         patch_size=8, projection_dim=32))
@@ -203,3 +219,169 @@ def build_tiny_svd(seed: int = 0):
         module.eval().requires_grad_(False)
     return SVDModels(unet=unet, vae=vae, image_encoder=encoder, feature_extractor=processor,
                      scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG), num_frames=4, name="tiny")
+
+
+# --- Single-file checkpoints: VAE and OpenCLIP names -----------------------------------------------
+_VAE_ATTENTION = {"norm.": "group_norm.", "q.": "to_q.", "k.": "to_k.", "v.": "to_v.", "proj_out.": "to_out.0."}
+_VAE_TIME_STACK = {"in_layers.0.": "norm1.", "in_layers.2.": "conv1.", "out_layers.0.": "norm2.",
+                   "out_layers.3.": "conv2."}
+
+
+def _vae_resnet(rest: str, temporal_decoder: bool) -> str:
+    rest = rest.replace("nin_shortcut.", "conv_shortcut.")
+    if not temporal_decoder:
+        return rest
+    if rest.startswith("time_stack."):
+        rest = rest[len("time_stack."):]
+        for old, new in _VAE_TIME_STACK.items():
+            if rest.startswith(old):
+                return "temporal_res_block." + new + rest[len(old):]
+    if rest.startswith("mix_factor"):
+        return "time_mixer." + rest
+    return "spatial_res_block." + rest
+
+
+def vae_sgm_to_diffusers(name: str, levels: int = 4) -> str:
+    """An SGM (``first_stage_model.``-less) VAE key of SVD -> ``AutoencoderKLTemporalDecoder``'s key.
+
+    The encoder is the standard LDM one; the decoder's res blocks carry a temporal branch
+    (``time_stack``) and its output conv a temporal conv (``conv_out.time_mix_conv``). SGM counts the
+    decoder's levels from the lowest resolution up, diffusers from the top.
+    """
+    side, _, rest = name.partition(".")
+    video = side == "decoder"
+    if rest.startswith("norm_out."):
+        return f"{side}.conv_norm_out.{rest[len('norm_out.'):]}"
+    if rest.startswith("conv_out.time_mix_conv."):
+        return f"{side}.time_conv_out.{rest[len('conv_out.time_mix_conv.'):]}"
+    if m := re.match(r"mid\.block_(\d)\.(.*)", rest):
+        return f"{side}.mid_block.resnets.{int(m[1]) - 1}.{_vae_resnet(m[2], video)}"
+    if m := re.match(r"mid\.attn_1\.(.*)", rest):
+        for old, new in _VAE_ATTENTION.items():
+            if m[1].startswith(old):
+                return f"{side}.mid_block.attentions.0.{new}{m[1][len(old):]}"
+    if m := re.match(r"(down|up)\.(\d+)\.block\.(\d+)\.(.*)", rest):
+        level = int(m[2]) if m[1] == "down" else levels - 1 - int(m[2])
+        return f"{side}.{m[1]}_blocks.{level}.resnets.{m[3]}.{_vae_resnet(m[4], video)}"
+    if m := re.match(r"(down|up)\.(\d+)\.(downsample|upsample)\.conv\.(.*)", rest):
+        level = int(m[2]) if m[1] == "down" else levels - 1 - int(m[2])
+        return f"{side}.{m[1]}_blocks.{level}.{m[3]}rs.0.conv.{m[4]}"
+    if rest.startswith(("conv_in.", "conv_out.")):
+        return name
+    raise KeyError(f"{name!r} is not a key of SVD's VAE")
+
+
+def openclip_to_clip_vision(state: dict) -> dict:
+    """OpenCLIP ``visual.*`` weights (prefix removed) -> ``CLIPVisionModelWithProjection`` weights.
+
+    OpenCLIP keeps q, k, v in one ``in_proj`` matrix and the projection as ``x @ proj``; transformers
+    splits the first and stores the second transposed as a Linear.
+    """
+    out = {}
+    rename = {"conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+              "class_embedding": "vision_model.embeddings.class_embedding",
+              "positional_embedding": "vision_model.embeddings.position_embedding.weight"}
+    for key, value in state.items():
+        if key in rename:
+            out[rename[key]] = value
+        elif key == "proj":
+            out["visual_projection.weight"] = value.T.contiguous()
+        elif key.startswith(("ln_pre.", "ln_post.")):
+            target = "pre_layrnorm" if key.startswith("ln_pre.") else "post_layernorm"  # sic: transformers' name
+            out[f"vision_model.{target}.{key.split('.', 1)[1]}"] = value
+        elif m := re.match(r"transformer\.resblocks\.(\d+)\.(.*)", key):
+            layer, rest = f"vision_model.encoder.layers.{m[1]}", m[2]
+            if rest.startswith("attn.in_proj_"):
+                kind = rest[len("attn.in_proj_"):]
+                for name, part in zip(("q", "k", "v"), value.chunk(3, dim=0)):
+                    out[f"{layer}.self_attn.{name}_proj.{kind}"] = part.contiguous()
+            else:
+                for old, new in (("ln_1.", "layer_norm1."), ("ln_2.", "layer_norm2."), ("attn.out_proj.", "self_attn.out_proj."),
+                                 ("mlp.c_fc.", "mlp.fc1."), ("mlp.c_proj.", "mlp.fc2.")):
+                    if rest.startswith(old):
+                        out[f"{layer}.{new}{rest[len(old):]}"] = value
+                        break
+                else:
+                    raise KeyError(f"{key!r} is not a key of an OpenCLIP vision tower")
+        else:
+            raise KeyError(f"{key!r} is not a key of an OpenCLIP vision tower")
+    return out
+
+
+UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX = "model.diffusion_model.", "first_stage_model.", \
+    "conditioner.embedders.0.open_clip.model.visual."
+
+
+def describe_checkpoint(keys) -> str:
+    """What a checkpoint looks like, from its key names (for the error when it is not SVD)."""
+    keys = list(keys)
+    has = lambda part: any(part in k for k in keys)  # noqa: E731
+    if has(".lora_") or has("lora_down") or has("lora_up"):
+        return "a LoRA file"
+    if has("double_blocks.") or has("single_blocks."):
+        return "a Flux-style transformer checkpoint"
+    if has("conditioner.embedders.1."):
+        return "an SDXL checkpoint"
+    if has("cond_stage_model."):
+        return "a Stable Diffusion 1.x/2.x checkpoint"
+    if has(UNET_PREFIX) and not has("time_stack"):
+        return "an image diffusion checkpoint without temporal layers"
+    if keys and all(k.startswith(("encoder.", "decoder.", "quant_conv", "post_quant_conv")) for k in keys):
+        return "a VAE on its own"
+    if has("input_blocks.") and not has(UNET_PREFIX):
+        return "a UNet on its own (no VAE or image encoder)"
+    return "an unknown model"
+
+
+def load_svd_single_file(path, dtype=None, device="cpu", architecture=None):
+    """SVD from a single-file SGM checkpoint (``svd.safetensors``, ``svd_xt.safetensors``, fp16 variants).
+
+    Args:
+        architecture: makes the empty ``SVDModels`` to fill (default: the real SVD / SVD-XT, 25 frames
+            when the file name contains "xt"); tests pass tiny ones.
+    """
+    from pathlib import Path
+
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            looks_like_svd = any(k.startswith(UNET_PREFIX) and "time_stack" in k for k in keys) and \
+                any(k.startswith(VAE_PREFIX) for k in keys) and any(k.startswith(CLIP_PREFIX) for k in keys)
+            if not looks_like_svd:
+                raise ValueError(f"{path.name} is not a Stable Video Diffusion checkpoint: it looks like "
+                                 f"{describe_checkpoint(keys)}. Put svd.safetensors or svd_xt.safetensors into "
+                                 "models/checkpoints/")
+            parts = {prefix: {k[len(prefix):]: f.get_tensor(k) for k in keys if k.startswith(prefix)}
+                     for prefix in (UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX)}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"cannot read {path.name} as safetensors: {e}") from e
+    num_frames = 25 if "xt" in path.name.lower() else 14
+    models = architecture() if architecture else build_svd(num_frames, device="meta")
+    layout = unet_layout(models.unet)
+    unet_names = {unet_diffusers_to_sgm(k, **layout): k for k in models.unet.state_dict()}
+    unet_state = {unet_names.get(k, "unknown:" + k): v for k, v in parts[UNET_PREFIX].items()}
+    vae_state = {}
+    vae_shapes = {k: v.shape for k, v in models.vae.state_dict().items()}
+    for key, value in parts[VAE_PREFIX].items():
+        name = vae_sgm_to_diffusers(key)
+        vae_state[name] = value.reshape(vae_shapes[name]) if name in vae_shapes else value  # 1x1 convs -> Linear
+    if "quant_conv.weight" not in vae_state:  # SVD's file has none: it is the identity
+        channels = vae_shapes["quant_conv.weight"][0]
+        vae_state["quant_conv.weight"] = torch.eye(channels).reshape(channels, channels, 1, 1)
+        vae_state["quant_conv.bias"] = torch.zeros(channels)
+    clip_state = openclip_to_clip_vision(parts[CLIP_PREFIX])
+    for part, module, state in (("UNet", models.unet, unet_state), ("VAE", models.vae, vae_state),
+                                ("image encoder", models.image_encoder, clip_state)):
+        expected = set(module.state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise ValueError(f"{path.name}: the {part} weights do not fit SVD's architecture ({len(missing)} missing, "
+                             f"e.g. {missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})")
+        module.load_state_dict(state, strict=True, assign=True)
+        module.requires_grad_(False).eval().to(device=device, dtype=dtype or next(iter(state.values())).dtype)
+    models.name = path.name
+    return models

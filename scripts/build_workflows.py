@@ -70,6 +70,7 @@ ANCHOR_ONLY = {
 
 
 SVD_FOLDER = "stable-video-diffusion-img2vid-xt"  # the diffusers folder name users have for svd_xt
+SVD_CHOICE = f"diffusers/{SVD_FOLDER}"
 
 FULL = {
     "file": "recapture_full.json",
@@ -79,7 +80,7 @@ FULL = {
         {"id": 8, "type": "MaskToImage", "col": 3},
         {"id": 9, "type": "CreateVideo", "col": 3, "title": "Mask video"},
         {"id": 10, "type": "SaveVideo", "col": 3, "widgets": {"filename_prefix": "recapture/mask"}},
-        {"id": 12, "type": "ReCaptureLoadSVD", "col": 4, "widgets": {"model": SVD_FOLDER, "dtype": "auto"}},
+        {"id": 12, "type": "ReCaptureLoadSVD", "col": 4, "widgets": {"model": SVD_CHOICE, "dtype": "auto"}},
         {"id": 13, "type": "ReCaptureTrainMaskedLoRA", "col": 4,
          "widgets": {"steps": 400, "learning_rate": 5e-4, "rank": 16, "lora_name": "recapture"}},
         {"id": 14, "type": "ReCaptureSVDDualLoRASample", "col": 5, "widgets": {"steps": 25}},

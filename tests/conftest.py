@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from comfy_harness import REPO, ComfyServer
 
@@ -102,3 +103,51 @@ def save_tiny_svd_folder(folder: Path) -> Path:
                                         feature_extractor=m.feature_extractor)
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+# ComfyUI's UNetModel with the video flags its model detection sets for SVD, sized like tiny_svd_models()
+TINY_COMFY_UNET = dict(
+    image_size=32, in_channels=8, out_channels=4, model_channels=32, num_res_blocks=1, channel_mult=(1, 2),
+    transformer_depth=[1, 0], transformer_depth_output=[1, 1, 0, 0], transformer_depth_middle=1,
+    context_dim=32, use_spatial_transformer=True, num_head_channels=16, num_heads=-1,
+    use_linear_in_transformer=True, adm_in_channels=24, num_classes="sequential", extra_ff_mix_layer=True,
+    use_spatial_context=True, merge_strategy="learned_with_images", merge_factor=0.0, video_kernel_size=[3, 1, 1],
+    use_temporal_resblock=True, use_temporal_attention=True, disable_temporal_crossattention=False)
+# ComfyUI's SVD VAE (as comfy/sd.py builds it) at the tiny VAE's size
+TINY_COMFY_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
+                  "ch_mult": [1, 1, 1, 1], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+
+
+@pytest.fixture(scope="session")
+def comfy_code():
+    """ComfyUI's own modules, imported from the dev checkout on the CPU (reference implementations)."""
+    import sys
+    import types
+
+    from comfy_harness import comfyui_path
+
+    sys.path.insert(0, str(comfyui_path()))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True  # before model_management picks a device
+    import comfy.clip_vision
+    import comfy.lora
+    import comfy.model_patcher
+    import comfy.ops
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencodingEngine
+    from comfy.ldm.modules.diffusionmodules.openaimodel import Timestep, UNetModel
+
+    def tiny_vae():
+        return AutoencodingEngine(
+            regularizer_config={"target": "comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer"},
+            encoder_config={"target": "comfy.ldm.modules.diffusionmodules.model.Encoder", "params": TINY_COMFY_VAE},
+            decoder_config={"target": "comfy.ldm.modules.temporal_ae.VideoDecoder",
+                            "params": dict(TINY_COMFY_VAE, video_kernel_size=[3, 1, 1], alpha=0.0)}).eval()
+
+    def tiny_unet():
+        return UNetModel(**TINY_COMFY_UNET, operations=comfy.ops.disable_weight_init, dtype=torch.float32).eval()
+
+    return types.SimpleNamespace(lora=comfy.lora, sd=comfy.sd, patcher=comfy.model_patcher, ops=comfy.ops,
+                                 clip_vision=comfy.clip_vision, UNetModel=UNetModel, Timestep=Timestep,
+                                 tiny_vae=tiny_vae, tiny_unet=tiny_unet)

@@ -4,53 +4,23 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 import types
 
 import pytest
 import torch
 
-from comfy_harness import comfyui_path
-from conftest import tiny_svd_models
+from conftest import TINY_COMFY_UNET, tiny_svd_models
 from recapture.lora import (adapter_parameters, adapter_state, inject_lora_adapters, load_lora_file, lora_layers,
                             save_lora_file)
 from recapture.svd import unet_diffusers_to_sgm, unet_layout
 
 pytestmark = pytest.mark.comfy
 
-# ComfyUI's UNetModel with the video flags its model detection sets for SVD, sized like tiny_svd_models()
-TINY_COMFY_UNET = dict(
-    image_size=32, in_channels=8, out_channels=4, model_channels=32, num_res_blocks=1, channel_mult=(1, 2),
-    transformer_depth=[1, 0], transformer_depth_output=[1, 1, 0, 0], transformer_depth_middle=1,
-    context_dim=32, use_spatial_transformer=True, num_head_channels=16, num_heads=-1,
-    use_linear_in_transformer=True, adm_in_channels=24, num_classes="sequential", extra_ff_mix_layer=True,
-    use_spatial_context=True, merge_strategy="learned_with_images", merge_factor=0.0, video_kernel_size=[3, 1, 1],
-    use_temporal_resblock=True, use_temporal_attention=True, disable_temporal_crossattention=False)
-
-
-@pytest.fixture(scope="module")
-def comfy_code():
-    """ComfyUI's own modules, imported from the dev checkout on the CPU."""
-    sys.path.insert(0, str(comfyui_path()))
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True  # before model_management picks a device
-    import comfy.lora
-    import comfy.model_patcher
-    import comfy.ops
-    import comfy.sd
-    from comfy.ldm.modules.diffusionmodules.openaimodel import Timestep, UNetModel
-
-    return types.SimpleNamespace(lora=comfy.lora, sd=comfy.sd, patcher=comfy.model_patcher, ops=comfy.ops,
-                                 UNetModel=UNetModel, Timestep=Timestep)
-
-
 @pytest.fixture(scope="module")
 def twins(comfy_code):
     """Our tiny diffusers UNet and ComfyUI's UNet holding the same weights (mapped to SGM names)."""
     ours = tiny_svd_models().unet
-    theirs = comfy_code.UNetModel(**TINY_COMFY_UNET, operations=comfy_code.ops.disable_weight_init,
-                                  dtype=torch.float32)
+    theirs = comfy_code.tiny_unet()
     layout = unet_layout(ours)
     theirs.load_state_dict({unet_diffusers_to_sgm(k, **layout): v for k, v in ours.state_dict().items()}, strict=True)
     return ours, theirs.eval()
@@ -79,7 +49,7 @@ def relative_error(a, b) -> float:
 
 def test_our_unet_equals_comfyuis_with_mapped_weights(comfy_code, twins):
     a, c = run_both(comfy_code, *twins)
-    assert relative_error(a, c) < 5e-4  # measured 2.2e-4: float32 differences between the two implementations
+    assert relative_error(a, c) < 1e-5  # measured ~1e-6
 
 
 def test_exported_loras_load_in_core_comfyui_with_parity(comfy_code, twins, tmp_path, caplog):
@@ -110,7 +80,7 @@ def test_exported_loras_load_in_core_comfyui_with_parity(comfy_code, twins, tmp_
     a, c = run_both(comfy_code, ours, patcher.model.diffusion_model)
     base, _ = run_both(comfy_code, *twins)
     assert relative_error(a, base) > 1e-2  # the LoRAs change the output...
-    assert relative_error(a, c) < 5e-4  # ...and ComfyUI applies them as we do (same error as without LoRA)
+    assert relative_error(a, c) < 1e-5  # ...and ComfyUI applies them exactly as we do
 
 
 def test_lora_files_round_trip_and_refuse_what_is_not_ours(tmp_path):

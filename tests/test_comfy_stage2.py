@@ -19,7 +19,7 @@ pytestmark = pytest.mark.comfy
 def tiny_svd(comfy):
     write_sample(comfy.base / "input")
     save_tiny_svd_folder(comfy.base / "models" / "diffusers" / "tiny-svd")
-    return "tiny-svd"
+    return "diffusers/tiny-svd"
 
 
 def training_prompt(model: str, steps: int, name: str) -> dict:
@@ -113,3 +113,19 @@ def test_whole_method_train_sample_refine_save(comfy, tiny_svd):
         frames = list(c.decode(s))
         assert float(s.average_rate) == pytest.approx(8.0)
     assert len(frames) == 4 and (frames[0].width, frames[0].height) == (64, 64)
+
+
+def test_load_svd_lists_checkpoints_and_names_what_a_wrong_file_is(comfy, tiny_svd):
+    import torch
+    from safetensors.torch import save_file
+
+    from comfy_harness import execution_error
+
+    save_file({"conditioner.embedders.1.model.x": torch.zeros(1), "model.diffusion_model.input_blocks.0.0.weight":
+               torch.zeros(1)}, str(comfy.base / "models" / "checkpoints" / "sdxl_base.safetensors"))
+    options = comfy.object_info("ReCaptureLoadSVD")["ReCaptureLoadSVD"]["input"]["required"]["model"][1]["options"]
+    assert "checkpoints/sdxl_base.safetensors" in options and "diffusers/tiny-svd" in options
+    load = {"class_type": "ReCaptureLoadSVD", "inputs": {"model": "checkpoints/sdxl_base.safetensors", "dtype": "auto"}}
+    entry = comfy.wait(comfy.queue({"1": load, "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}))
+    assert entry["status"]["status_str"] == "error"
+    assert "it looks like an SDXL checkpoint" in execution_error(entry)
