@@ -51,11 +51,12 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def cmd_anchor(args: argparse.Namespace) -> None:
+def render_stage1(args: argparse.Namespace):
+    """Reads the clip and its depth, renders the anchor: (frames, fps, anchor, mask, camera path)."""
     from . import camera
     from .pointcloud import make_point_cloud
     from .render import render_anchor
-    from .video import ClipSelection, fit_frames, read_clip, write_video
+    from .video import ClipSelection, fit_frames, read_clip
 
     selection = ClipSelection(start=args.start, count=args.frames, step=args.every)
     frames, fps = read_clip(args.video, selection)
@@ -76,12 +77,16 @@ def cmd_anchor(args: argparse.Namespace) -> None:
         type(cloud)(**{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in vars(cloud).items()}),
         type(path)(poses=path.poses.to(device), fov_deg=path.fov_deg.to(device)),
         dilate_holes=args.dilate_holes)
-    anchor, mask = anchor.cpu(), mask.cpu()
-    out = Path(args.out)
+    return frames, (fps or args.fps) / args.every, anchor.cpu(), mask.cpu(), path
+
+
+def write_stage1(out: Path, fps: float, anchor: torch.Tensor, mask: torch.Tensor, path) -> None:
+    from . import camera
+    from .video import write_video
+
     out.mkdir(parents=True, exist_ok=True)
-    fps = fps or args.fps
-    write_video(out / "anchor.mp4", anchor, fps / args.every)
-    write_video(out / "mask.mp4", mask, fps / args.every)
+    write_video(out / "anchor.mp4", anchor, fps)
+    write_video(out / "mask.mp4", mask, fps)
     with atomic_path(out / "anchor.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, anchor=anchor.numpy().astype(np.float32), mask=mask.numpy().astype(np.float32))
@@ -90,7 +95,98 @@ def cmd_anchor(args: argparse.Namespace) -> None:
           f"(valid pixels: {mask.mean().item():.1%})", file=sys.stderr)
 
 
+def cmd_anchor(args: argparse.Namespace) -> None:
+    _, fps, anchor, mask, path = render_stage1(args)
+    write_stage1(Path(args.out), fps, anchor, mask, path)
+
+
+def _progress(total: int, label: str):
+    """A progress bar on stderr; returns (callback, close)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=label, file=sys.stderr, leave=True)
+    return (lambda *values: (bar.update(1), values and len(values) > 1 and bar.set_postfix(
+        temporal=f"{values[1]:.4f}", spatial=f"{values[2]:.4f}"))), bar.close
+
+
+def _train(args, models, anchor, mask, source) -> "object":
+    from .lora import save_lora_file
+    from .train import TrainConfig, train_recapture_lora
+
+    config = TrainConfig(rank=args.rank, learning_rate=args.lr, steps=args.steps, seed=args.seed, fps=args.svd_fps,
+                         motion_bucket_id=args.motion_bucket_id, noise_aug_strength=args.noise_aug_strength)
+    step, close = _progress(args.steps, "train")
+    try:
+        lora = train_recapture_lora(models, anchor, mask, source, config, on_step=step)
+    finally:
+        close()
+    for adapter in ("temporal", "spatial"):
+        save_lora_file(Path(args.out) / f"{args.lora_name}_{adapter}.safetensors", getattr(lora, adapter), adapter,
+                       lora.rank, lora.alpha, settings=lora.config)
+    return lora
+
+
+def _sample(args, models, lora, anchor, fps: float) -> None:
+    from .sampling import SampleConfig, sample_video, sdedit
+    from .video import write_video
+
+    config = SampleConfig(steps=args.sample_steps, min_guidance=args.min_guidance, max_guidance=args.max_guidance,
+                          fps=args.svd_fps, motion_bucket_id=args.motion_bucket_id,
+                          noise_aug_strength=args.noise_aug_strength, seed=args.seed)
+    step, close = _progress(args.sample_steps, "sample")
+    try:
+        frames = sample_video(models, lora, anchor[0], len(anchor), config, on_step=step)
+    finally:
+        close()
+    if args.refine > 0:
+        frames = sdedit(models, lora, frames, args.refine, config)
+    write_video(Path(args.out) / "recaptured.mp4", frames, fps)
+
+
+def _load_models(args):
+    from .svd import load_svd
+
+    device = _device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return load_svd(args.svd, dtype, device)
+
+
+def _load_anchor(file: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if not os.path.isfile(file):
+        raise ValueError(f"the anchor file {file} does not exist: make it with `python -m recapture anchor`")
+    data = np.load(file, allow_pickle=False)
+    return torch.from_numpy(data["anchor"]), torch.from_numpy(data["mask"])
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .video import ClipSelection, fit_frames, read_clip
+
+    anchor, mask = _load_anchor(args.anchor)
+    source, _ = read_clip(args.video, ClipSelection(start=args.start, count=len(anchor), step=args.every))
+    source = fit_frames(source, anchor.shape[2], anchor.shape[1])
+    _train(args, _load_models(args), anchor, mask, source)
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
+    from .lora import load_lora_file
+    from .train import lora_from_files
+
+    anchor, _ = _load_anchor(args.anchor)
+    lora = lora_from_files(load_lora_file(args.lora_temporal)[0], load_lora_file(args.lora_spatial)[0])
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    _sample(args, _load_models(args), lora, anchor, args.fps)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    frames, fps, anchor, mask, path = render_stage1(args)
+    write_stage1(Path(args.out), fps, anchor, mask, path)
+    models = _load_models(args)
+    lora = _train(args, models, anchor, mask, frames)
+    _sample(args, models, lora, anchor, fps)
+    print(f"wrote {Path(args.out) / 'recaptured.mp4'}", file=sys.stderr)
+
+
+def cmd_write_sample(args: argparse.Namespace) -> None:
     from .sample import write_sample
 
     files = write_sample(Path(args.out), num_frames=args.frames, width=args.size[0], height=args.size[1])
@@ -98,17 +194,64 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .camera import EASINGS, PRESETS
-
     parser = argparse.ArgumentParser(prog="python -m recapture", description=(
         "ReCapture: re-film a video along a new camera path. `anchor` renders Stage 1 (anchor video and "
-        "validity mask); `sample` writes the bundled synthetic sample clip with exact depth."))
+        "validity mask), `train` fine-tunes the two LoRAs, `sample` samples and refines, `run` does all of it; "
+        "`demo-sample` writes the bundled synthetic clip with exact depth."))
     sub = parser.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("anchor", help="render the anchor video and validity mask for a new camera path",
                        description="Each frame plus its depth becomes a point cloud that is rendered from the "
                                    "new camera: DIR/anchor.mp4, DIR/mask.mp4 (white = valid), DIR/anchor.npz "
                                    "(float32 anchor (N,H,W,3) and mask (N,H,W) in 0..1), DIR/camera_path.json.")
+    _anchor_options(a)
+    _device_option(a)
+    a.set_defaults(func=cmd_anchor)
+
+    s = sub.add_parser("demo-sample", help="write the synthetic sample clip with exact depth",
+                       description="Writes recapture_sample.mp4 and recapture_sample_depth/ (16-bit PNG inverse "
+                                   "depth; near and far are printed in its README) into OUT.")
+    s.add_argument("--out", required=True, help="output folder (e.g. ComfyUI's input folder)")
+    s.add_argument("--frames", type=int, default=14)
+    s.add_argument("--size", type=_size, default=(1024, 576))
+    s.set_defaults(func=cmd_write_sample)
+
+    t = sub.add_parser("train", help="fine-tune the temporal and spatial LoRAs on an anchor and its source video",
+                       description="Writes OUT/<lora-name>_temporal.safetensors and _spatial.safetensors (core "
+                                   "ComfyUI's LoRA format).")
+    t.add_argument("--anchor", required=True, help="anchor.npz written by `anchor`")
+    t.add_argument("--video", required=True, help="the source video or frames folder (resized to the anchor)")
+    t.add_argument("--start", type=int, default=0, help="first source frame (as for `anchor`)")
+    t.add_argument("--every", type=int, default=1, help="every n-th source frame (as for `anchor`)")
+    _svd_options(t)
+    _train_options(t)
+    t.add_argument("--out", required=True, help="output folder")
+    t.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="sample the re-filmed video with a trained LoRA pair (and refine it)",
+                       description="Writes OUT/recaptured.mp4.")
+    p.add_argument("--anchor", required=True, help="anchor.npz written by `anchor` (size, frame count, prompt)")
+    p.add_argument("--lora-temporal", required=True, help="the *_temporal.safetensors file")
+    p.add_argument("--lora-spatial", required=True, help="the *_spatial.safetensors file")
+    p.add_argument("--fps", type=float, default=24.0, help="frame rate of the written video")
+    _svd_options(p)
+    _sample_options(p)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_sample)
+
+    r = sub.add_parser("run", help="the whole method: anchor, train, sample, refine",
+                       description="Everything `anchor` writes, the LoRA files and OUT/recaptured.mp4.")
+    _anchor_options(r)
+    _svd_options(r)
+    _train_options(r)
+    _sample_options(r)
+    r.set_defaults(func=cmd_run)
+    return parser
+
+
+def _anchor_options(a: argparse.ArgumentParser) -> None:
+    from .camera import EASINGS, PRESETS
+
     a.add_argument("--video", required=True, help="video file, or folder of numbered PNG/JPG frames")
     a.add_argument("--depth", required=True,
                    help="depth of those frames: .npy of shape (N,H,W), or a depth video / frames folder (grey)")
@@ -135,18 +278,35 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--size", type=_size, default=None, help="resize (crop) frames and depth to WxH, e.g. 1024x576")
     a.add_argument("--fps", type=float, default=24.0, help="frame rate for frame folders")
     a.add_argument("--dilate-holes", type=int, default=0, help="grow the holes by this many pixels")
-    a.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     a.add_argument("--out", required=True, help="output folder")
-    a.set_defaults(func=cmd_anchor)
 
-    s = sub.add_parser("sample", help="write the synthetic sample clip with exact depth",
-                       description="Writes recapture_sample.mp4 and recapture_sample_depth/ (16-bit PNG inverse "
-                                   "depth; near and far are printed in its README) into OUT.")
-    s.add_argument("--out", required=True, help="output folder (e.g. ComfyUI's input folder)")
-    s.add_argument("--frames", type=int, default=14)
-    s.add_argument("--size", type=_size, default=(1024, 576))
-    s.set_defaults(func=cmd_sample)
-    return parser
+
+def _device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, mps")
+
+
+def _svd_options(p: argparse.ArgumentParser) -> None:
+    _device_option(p)
+    p.add_argument("--svd", required=True,
+                   help="SVD checkpoint: svd_xt.safetensors / svd.safetensors or a diffusers-format folder")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--svd-fps", type=int, default=7, help="SVD's fps conditioning (use the same for train and sample)")
+    p.add_argument("--motion-bucket-id", type=int, default=127, help="SVD's motion conditioning")
+    p.add_argument("--noise-aug-strength", type=float, default=0.02, help="noise added to the image prompt")
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=400, help="training steps (paper: 400)")
+    p.add_argument("--lr", type=float, default=5e-4, help="learning rate (paper: 5e-4)")
+    p.add_argument("--rank", type=int, default=16, help="LoRA rank (paper: 16)")
+    p.add_argument("--lora-name", default="recapture", help="file stem of the two LoRA files")
+
+
+def _sample_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sample-steps", type=int, default=25, help="sampling steps")
+    p.add_argument("--min-guidance", type=float, default=1.0, help="CFG at the first frame")
+    p.add_argument("--max-guidance", type=float, default=3.0, help="CFG at the last frame")
+    p.add_argument("--refine", type=float, default=0.3, help="SDEdit strength with the spatial LoRA (0: none)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,3 +78,50 @@ def test_help_explains_every_option():
     assert result.returncode == 0
     for option in ("--video", "--depth", "--depth-kind", "--fov", "--camera", "--camera-file", "--amount", "--out"):
         assert option in result.stdout
+
+
+@pytest.fixture(scope="module")
+def tiny_svd(tmp_path_factory):
+    from conftest import save_tiny_svd_folder
+
+    return save_tiny_svd_folder(tmp_path_factory.mktemp("svd") / "tiny-svd")
+
+
+def frame_count(path) -> tuple[int, int, int]:
+    import av
+
+    with av.open(str(path)) as c:
+        frames = list(c.decode(c.streams.video[0]))
+    return len(frames), frames[0].width, frames[0].height
+
+
+def test_run_does_the_whole_method(sample, tiny_svd, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("run", "--video", str(sample / "recapture_sample.mp4"), "--depth",
+                     str(sample / "recapture_sample_depth"), "--depth-kind", "inverse", "--near", "2.4", "--far", "6",
+                     "--camera", "orbit_left", "--amount", "10", "--frames", "4", "--size", "64x64",
+                     "--svd", str(tiny_svd), "--steps", "2", "--rank", "4", "--sample-steps", "2", "--refine", "0.5",
+                     "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "train" in result.stderr and "sample" in result.stderr  # progress bars
+    assert frame_count(out / "recaptured.mp4") == (4, 64, 64)
+    assert (out / "anchor.npz").is_file() and (out / "recapture_temporal.safetensors").is_file()
+
+    # the same in two steps, reusing the anchor: train, then sample with the written LoRA pair
+    again = tmp_path / "again"
+    assert run_cli("train", "--anchor", str(out / "anchor.npz"), "--video", str(sample / "recapture_sample.mp4"),
+                   "--svd", str(tiny_svd), "--steps", "1", "--rank", "4", "--lora-name", "pair",
+                   "--out", str(again)).returncode == 0
+    result = run_cli("sample", "--anchor", str(out / "anchor.npz"), "--lora-temporal",
+                     str(again / "pair_temporal.safetensors"), "--lora-spatial", str(again / "pair_spatial.safetensors"),
+                     "--svd", str(tiny_svd), "--sample-steps", "2", "--refine", "0", "--fps", "8", "--out", str(again))
+    assert result.returncode == 0, result.stderr
+    assert frame_count(again / "recaptured.mp4") == (4, 64, 64)
+
+
+def test_train_refuses_a_pickled_model(sample, tmp_path):
+    np.savez(tmp_path / "anchor.npz", anchor=np.zeros((4, 64, 64, 3), np.float32), mask=np.ones((4, 64, 64), np.float32))
+    (tmp_path / "svd.ckpt").write_bytes(b"x")
+    result = run_cli("train", "--anchor", str(tmp_path / "anchor.npz"), "--video", str(sample / "recapture_sample.mp4"),
+                     "--svd", str(tmp_path / "svd.ckpt"), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "never pickled" in result.stderr
