@@ -14,7 +14,7 @@ import comfy.utils
 import folder_paths
 
 __all__ = ["ComfyExtension", "InputImpl", "io", "ui", "Progress", "check_cancel", "input_files", "input_path",
-           "output_file"]
+           "model_path", "output_file"]
 
 
 def check_cancel() -> None:
@@ -48,6 +48,17 @@ def input_path(name: str) -> str:
     if os.path.commonpath([root, path]) != root:
         raise ValueError(f"{name!r} is outside ComfyUI's input folder: pick a file from the list")
     return path
+
+
+def model_path(folder_type: str, name: str) -> str:
+    """A file or sub-folder ``name`` of one of ComfyUI's model folders (``depth``, ``diffusers``...),
+    never outside them."""
+    for root in folder_paths.get_folder_paths(folder_type):
+        real_root = os.path.realpath(root)
+        path = os.path.realpath(os.path.join(root, name))
+        if os.path.commonpath([real_root, path]) == real_root and os.path.exists(path):
+            return path
+    raise ValueError(f"no {name!r} in models/{folder_type}/: put it there and refresh the page")
 
 
 def output_file(prefix: str, extension: str) -> tuple[str, str]:

@@ -7,7 +7,7 @@ import os
 import comfy.model_management
 import folder_paths
 
-from ._api import Progress, io
+from ._api import Progress, io, model_path
 
 DEPTH_FOLDER = "depth"
 folder_paths.add_model_folder_path(DEPTH_FOLDER, os.path.join(folder_paths.models_dir, DEPTH_FOLDER))
@@ -23,15 +23,6 @@ def _model_folders() -> list[str]:
         if os.path.isdir(root):
             names.update(n for n in os.listdir(root) if is_depth_model_folder(os.path.join(root, n)))
     return sorted(names)
-
-
-def _model_path(name: str) -> str:
-    for root in folder_paths.get_folder_paths(DEPTH_FOLDER):
-        path = os.path.join(root, name)
-        if os.path.isdir(path) and os.path.commonpath([os.path.realpath(root), os.path.realpath(path)]) == os.path.realpath(root):
-            return path
-    raise ValueError(f"no depth model folder named {name!r} in models/{DEPTH_FOLDER}/: put a transformers "
-                     "depth-estimation folder (config.json + .safetensors) there and refresh")
 
 
 class ReCaptureEstimateDepth(io.ComfyNode):
@@ -66,7 +57,7 @@ class ReCaptureEstimateDepth(io.ComfyNode):
 
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
-        estimator = load_depth_model(_model_path(model), comfy.model_management.get_torch_device())
+        estimator = load_depth_model(model_path(DEPTH_FOLDER, model), comfy.model_management.get_torch_device())
         progress = Progress(frames.shape[0])
         try:
             depth = estimate_depth(estimator, frames, batch_size, on_batch=progress.advance)

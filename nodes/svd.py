@@ -9,7 +9,7 @@ import comfy.model_management
 import folder_paths
 import torch
 
-from ._api import Progress, io, ui
+from ._api import Progress, io, model_path, ui
 
 SVDType = io.Custom("RECAPTURE_SVD")
 LoRAType = io.Custom("RECAPTURE_LORA")
@@ -30,15 +30,11 @@ def _svd_choices() -> list[str]:
 
 
 def _svd_path(choice: str) -> str:
+    """``checkpoints/<file>`` or ``diffusers/<folder>`` -> its path inside that model folder."""
     kind, _, name = choice.partition("/")
-    if kind == "checkpoints":
-        return folder_paths.get_full_path_or_raise("checkpoints", name)
-    for root in folder_paths.get_folder_paths("diffusers"):
-        path = os.path.realpath(os.path.join(root, name))
-        if os.path.commonpath([os.path.realpath(root), path]) == os.path.realpath(root) and os.path.isdir(path):
-            return path
-    raise ValueError(f"no SVD model {choice!r}: put svd.safetensors / svd_xt.safetensors into models/checkpoints/ "
-                     "or a diffusers-format SVD folder into models/diffusers/, and refresh")
+    if kind not in ("checkpoints", "diffusers"):
+        raise ValueError(f"unknown SVD model {choice!r}: pick checkpoints/... or diffusers/... from the list")
+    return model_path(kind, name)
 
 
 def _dtype(choice: str, device: torch.device) -> torch.dtype:

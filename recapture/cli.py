@@ -101,12 +101,17 @@ def cmd_anchor(args: argparse.Namespace) -> None:
 
 
 def _progress(total: int, label: str):
-    """A progress bar on stderr; returns (callback, close)."""
+    """A progress bar on stderr; returns (per-step callback, close). Training steps also show the losses."""
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc=label, file=sys.stderr, leave=True)
-    return (lambda *values: (bar.update(1), values and len(values) > 1 and bar.set_postfix(
-        temporal=f"{values[1]:.4f}", spatial=f"{values[2]:.4f}"))), bar.close
+
+    def step(_index: int, temporal: float | None = None, spatial: float | None = None) -> None:
+        if temporal is not None:
+            bar.set_postfix(temporal=f"{temporal:.4f}", spatial=f"{spatial:.4f}", refresh=False)
+        bar.update(1)
+
+    return step, bar.close
 
 
 def _train(args, models, anchor, mask, source) -> "object":

@@ -110,11 +110,11 @@ def _render_chunk(colors, depth, intrinsics, poses, fov_deg, depth_tolerance):
     color = colors.reshape(-1, 3)
     sides = footprint_sides(core)
 
-    groups = []
+    groups = []  # (index of the points or None for all, their pixels, weights, core depths)
     for side in torch.unique(sides[valid]).tolist():
-        chosen = None if bool((sides[valid] == side).all()) else (sides == side) & valid
-        pick = (lambda x: x) if chosen is None else (lambda x, c=chosen.nonzero().squeeze(1): x[c])
-        groups.append((pick, *_splat(pick(u), pick(v), pick(z), pick(core), pick(valid), pick(base), side, w, h, n)))
+        index = None if bool((sides[valid] == side).all()) else ((sides == side) & valid).nonzero().squeeze(1)
+        take = (lambda x: x) if index is None else (lambda x, i=index: x[i])
+        groups.append((take, *_splat(take(u), take(v), take(z), take(core), take(valid), take(base), side, w, h, n)))
 
     # pass 1: the nearest core at each pixel (slot n collects what is discarded)
     nearest = torch.full((n + 1,), math.inf, device=depth.device)
@@ -123,11 +123,11 @@ def _render_chunk(colors, depth, intrinsics, poses, fov_deg, depth_tolerance):
     # pass 2: blend the points at that depth
     weight_sum = torch.zeros(n + 1, device=depth.device)
     color_sum = torch.zeros(n + 1, 3, device=depth.device)
-    for pick, pixel, weight, _ in groups:
+    for take, pixel, weight, _ in groups:
         front = nearest[pixel]
-        weight = weight * ((pick(z)[:, None] - front).abs() <= front * depth_tolerance)
+        weight = weight * ((take(z)[:, None] - front).abs() <= front * depth_tolerance)
         weight_sum.index_add_(0, pixel.reshape(-1), weight.reshape(-1))
-        contribution = weight[..., None] * pick(color)[:, None, :]
+        contribution = weight[..., None] * take(color)[:, None, :]
         color_sum.index_add_(0, pixel.reshape(-1), contribution.reshape(-1, 3))
     mask = torch.isfinite(nearest[:n])
     anchor = torch.where(mask[:, None], color_sum[:n] / weight_sum[:n].clamp_min(1e-12)[:, None],

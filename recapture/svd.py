@@ -385,3 +385,12 @@ def load_svd_single_file(path, dtype=None, device="cpu", architecture=None):
         module.requires_grad_(False).eval().to(device=device, dtype=dtype or next(iter(state.values())).dtype)
     models.name = path.name
     return models
+
+
+def save_svd_folder(models, folder) -> None:
+    """Writes ``SVDModels`` as a diffusers StableVideoDiffusionPipeline folder (safetensors)."""
+    from diffusers import StableVideoDiffusionPipeline
+
+    StableVideoDiffusionPipeline(vae=models.vae, image_encoder=models.image_encoder, unet=models.unet,
+                                 scheduler=models.scheduler, feature_extractor=models.feature_extractor
+                                 ).save_pretrained(folder, safe_serialization=True)

@@ -17,6 +17,7 @@ from comfy_harness import REPO, ComfyServer
 
 sys.path.insert(0, str(REPO))
 from recapture.sample import write_sample  # noqa: E402
+from recapture.svd import build_tiny_svd, save_svd_folder  # noqa: E402
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -206,10 +207,7 @@ def main() -> None:
         sample = json.loads(files[-1].read_text())
         values = {"near": round(sample["near"], 4), "far": round(sample["far"], 4)}
         # the full workflow's model combo needs an SVD folder of that name: a tiny one will do
-        sys.path.insert(0, str(REPO / "tests"))
-        from conftest import save_tiny_svd_folder
-
-        save_tiny_svd_folder(Path(tmp) / "models" / "diffusers" / SVD_FOLDER)
+        save_svd_folder(build_tiny_svd(), Path(tmp) / "models" / "diffusers" / SVD_FOLDER)
         with server:
             for spec in (ANCHOR_ONLY, FULL):
                 build(server, spec, values, REPO / "workflows" / spec["file"])

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -245,12 +244,3 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
             inputs[inp["name"]] = [str(link[1]), link[2]]
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return prompt
-
-
-def copy_workflow_inputs(server: ComfyServer, files: list[Path]) -> None:
-    for f in files:
-        target = server.base / "input" / f.name
-        if f.is_dir():
-            shutil.copytree(f, target, dirs_exist_ok=True)
-        else:
-            shutil.copy2(f, target)

@@ -96,12 +96,9 @@ def tiny_svd_models(seed: int = 0):
 
 def save_tiny_svd_folder(folder: Path) -> Path:
     """tiny_svd_models() saved as a diffusers StableVideoDiffusionPipeline folder (safetensors)."""
-    from diffusers import StableVideoDiffusionPipeline
+    from recapture.svd import save_svd_folder
 
-    m = tiny_svd_models()
-    pipe = StableVideoDiffusionPipeline(vae=m.vae, image_encoder=m.image_encoder, unet=m.unet, scheduler=m.scheduler,
-                                        feature_extractor=m.feature_extractor)
-    pipe.save_pretrained(folder, safe_serialization=True)
+    save_svd_folder(tiny_svd_models(), folder)
     return folder
 
 
