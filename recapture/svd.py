@@ -333,12 +333,72 @@ def describe_checkpoint(keys) -> str:
     return "an unknown model"
 
 
+def _count(keys, pattern: str) -> int:
+    """How many distinct values the first group of ``pattern`` takes over ``keys``."""
+    return len({m[1] for k in keys if (m := re.match(pattern, k))})
+
+
+def architecture_from_checkpoint(parts: dict, num_frames: int):
+    """Builds empty (meta) SVD modules whose sizes are read off a single-file checkpoint's tensors.
+
+    Attention head counts are not visible in weights: like ComfyUI's model detection, the UNet uses
+    64 channels per head, and the image encoder 16 heads at width 1280 (OpenCLIP ViT-H/14), else 64 per head.
+    """
+    import torch
+    from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from .types import SVDModels
+
+    unet, vae, clip = parts[UNET_PREFIX], parts[VAE_PREFIX], parts[CLIP_PREFIX]
+    levels = _count(unet, r"input_blocks\.(\d+)\.0\.op\.weight") + 1
+    per_block = _count(unet, r"input_blocks\.(\d+)\.0\.in_layers\.2\.weight") // levels
+    channels, attention = [], []
+    for level in range(levels):
+        first = 1 + level * (per_block + 1)
+        channels.append(unet[f"input_blocks.{first}.0.out_layers.3.weight"].shape[0])
+        attention.append(f"input_blocks.{first}.1.proj_in.weight" in unet)
+    cross_dim = next(v.shape[1] for k, v in unet.items() if k.endswith("transformer_blocks.0.attn2.to_k.weight"))
+    adm = unet["label_emb.0.0.weight"].shape[1]
+    unet_config = dict(
+        in_channels=unet["input_blocks.0.0.weight"].shape[1], out_channels=unet["out.2.weight"].shape[0],
+        block_out_channels=tuple(channels), layers_per_block=per_block, cross_attention_dim=cross_dim,
+        down_block_types=tuple("CrossAttnDownBlockSpatioTemporal" if a else "DownBlockSpatioTemporal" for a in attention),
+        up_block_types=tuple("CrossAttnUpBlockSpatioTemporal" if a else "UpBlockSpatioTemporal" for a in attention[::-1]),
+        num_attention_heads=tuple(c // 64 for c in channels), addition_time_embed_dim=adm // 3,
+        projection_class_embeddings_input_dim=adm, num_frames=num_frames)
+    vae_levels = _count(vae, r"encoder\.down\.(\d+)\.")
+    vae_config = dict(VAE_CONFIG, block_out_channels=tuple(vae[f"encoder.down.{i}.block.0.conv1.weight"].shape[0]
+                                                           for i in range(vae_levels)),
+                      down_block_types=("DownEncoderBlock2D",) * vae_levels,
+                      layers_per_block=_count(vae, r"encoder\.down\.0\.block\.(\d+)\."),
+                      latent_channels=vae["decoder.conv_in.weight"].shape[1])
+    width, patch = clip["conv1.weight"].shape[0], clip["conv1.weight"].shape[2]
+    positions = clip["positional_embedding"].shape[0] - 1
+    clip_config = dict(IMAGE_ENCODER_CONFIG, hidden_size=width, patch_size=patch,
+                       image_size=patch * round(positions ** 0.5), projection_dim=clip["proj"].shape[1],
+                       intermediate_size=clip["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+                       num_hidden_layers=_count(clip, r"transformer\.resblocks\.(\d+)\."),
+                       num_attention_heads=16 if width == 1280 else max(1, width // 64))
+    with torch.device("meta"):  # sizes only: the checkpoint's tensors are assigned later
+        unet_model = UNetSpatioTemporalConditionModel(**unet_config)
+        vae_model = AutoencoderKLTemporalDecoder(**vae_config)
+        clip_model = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_config))
+    size = clip_config["image_size"]
+    models = SVDModels(unet=unet_model, vae=vae_model, image_encoder=clip_model,
+                       feature_extractor=CLIPImageProcessor(**dict(FEATURE_EXTRACTOR_CONFIG, size={"shortest_edge": size},
+                                                                   crop_size={"height": size, "width": size})),
+                       scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG), num_frames=num_frames, name="")
+    use_original_norm_eps(models.unet)
+    return models
+
+
 def load_svd_single_file(path, dtype=None, device="cpu", architecture=None):
     """SVD from a single-file SGM checkpoint (``svd.safetensors``, ``svd_xt.safetensors``, fp16 variants).
 
     Args:
-        architecture: makes the empty ``SVDModels`` to fill (default: the real SVD / SVD-XT, 25 frames
-            when the file name contains "xt"); tests pass tiny ones.
+        architecture: makes the empty ``SVDModels`` to fill; by default they are sized from the file
+            (``architecture_from_checkpoint``), 25 frames when the file name contains "xt", else 14.
     """
     from pathlib import Path
 
@@ -360,7 +420,7 @@ def load_svd_single_file(path, dtype=None, device="cpu", architecture=None):
     except (SafetensorError, OSError) as e:
         raise ValueError(f"cannot read {path.name} as safetensors: {e}") from e
     num_frames = 25 if "xt" in path.name.lower() else 14
-    models = architecture() if architecture else build_svd(num_frames, device="meta")
+    models = architecture() if architecture else architecture_from_checkpoint(parts, num_frames)
     layout = unet_layout(models.unet)
     unet_names = {unet_diffusers_to_sgm(k, **layout): k for k in models.unet.state_dict()}
     unet_state = {unet_names.get(k, "unknown:" + k): v for k, v in parts[UNET_PREFIX].items()}
@@ -382,6 +442,10 @@ def load_svd_single_file(path, dtype=None, device="cpu", architecture=None):
             raise ValueError(f"{path.name}: the {part} weights do not fit SVD's architecture ({len(missing)} missing, "
                              f"e.g. {missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})")
         module.load_state_dict(state, strict=True, assign=True)
+        if module is models.image_encoder and module.vision_model.embeddings.position_ids.is_meta:
+            # a buffer no checkpoint holds: made anew when the modules were built on the meta device
+            embeddings = module.vision_model.embeddings
+            embeddings.position_ids = torch.arange(embeddings.num_positions).expand((1, -1))
         module.requires_grad_(False).eval().to(device=device, dtype=dtype or next(iter(state.values())).dtype)
     models.name = path.name
     return models

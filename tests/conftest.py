@@ -148,3 +148,58 @@ def comfy_code():
     return types.SimpleNamespace(lora=comfy.lora, sd=comfy.sd, patcher=comfy.model_patcher, ops=comfy.ops,
                                  clip_vision=comfy.clip_vision, UNetModel=UNetModel, Timestep=Timestep,
                                  tiny_vae=tiny_vae, tiny_unet=tiny_unet)
+
+
+def save_tiny_single_file_svd(comfy_code, path: Path) -> Path:
+    """A tiny single-file SVD in SGM layout from ComfyUI's own UNet and VAE classes, following the
+    conventions ComfyUI's model detection assumes (64 channels per attention head), so that its
+    architecture can be read off the file; OpenCLIP-format image encoder of width 64."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from recapture.svd import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX
+
+    torch.manual_seed(0)
+    unet = comfy_code.UNetModel(**dict(TINY_COMFY_UNET, model_channels=64, num_head_channels=64, context_dim=64),
+                                operations=comfy_code.ops.disable_weight_init, dtype=torch.float32)
+    vae = comfy_code.tiny_vae()
+    for module in (unet, vae):  # ComfyUI's disable_weight_init leaves weights uninitialised
+        for p in module.parameters():
+            torch.nn.init.normal_(p, std=0.05)
+    clip = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                                          num_attention_heads=1, image_size=32, patch_size=8,
+                                                          projection_dim=64))
+    tensors = {UNET_PREFIX + k: v for k, v in unet.state_dict().items()}
+    tensors |= {VAE_PREFIX + k: v for k, v in vae.state_dict().items()}
+    tensors |= {CLIP_PREFIX + k: v for k, v in to_openclip(clip.state_dict()).items()}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return path
+
+
+def to_openclip(hf: dict) -> dict:
+    """The inverse of the transformers layout: how OpenCLIP (and SVD's file) stores a vision tower."""
+    out, qkv = {}, {}
+    for key, value in hf.items():
+        if key == "visual_projection.weight":
+            out["proj"] = value.T.contiguous()
+        elif key.startswith("vision_model.encoder.layers."):
+            i, rest = key[len("vision_model.encoder.layers."):].split(".", 1)
+            base = f"transformer.resblocks.{i}."
+            if rest.startswith("self_attn.") and rest.split(".")[1] in ("q_proj", "k_proj", "v_proj"):
+                qkv.setdefault((base, rest.split(".")[-1]), {})[rest.split(".")[1][0]] = value
+                continue
+            for new, old in (("ln_1.", "layer_norm1."), ("ln_2.", "layer_norm2."), ("attn.out_proj.", "self_attn.out_proj."),
+                             ("mlp.c_fc.", "mlp.fc1."), ("mlp.c_proj.", "mlp.fc2.")):
+                if rest.startswith(old):
+                    out[base + new + rest[len(old):]] = value
+        else:
+            out[{"vision_model.embeddings.patch_embedding.weight": "conv1.weight",
+                 "vision_model.embeddings.class_embedding": "class_embedding",
+                 "vision_model.embeddings.position_embedding.weight": "positional_embedding",
+                 "vision_model.pre_layrnorm.weight": "ln_pre.weight", "vision_model.pre_layrnorm.bias": "ln_pre.bias",
+                 "vision_model.post_layernorm.weight": "ln_post.weight",
+                 "vision_model.post_layernorm.bias": "ln_post.bias"}[key]] = value
+    for (base, kind), parts in qkv.items():
+        out[f"{base}attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out

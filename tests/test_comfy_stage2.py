@@ -129,3 +129,15 @@ def test_load_svd_lists_checkpoints_and_names_what_a_wrong_file_is(comfy, tiny_s
     entry = comfy.wait(comfy.queue({"1": load, "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}))
     assert entry["status"]["status_str"] == "error"
     assert "it looks like an SDXL checkpoint" in execution_error(entry)
+
+
+def test_training_from_a_tiny_single_file_checkpoint(comfy, tiny_svd, comfy_code):
+    """A single-file SVD in models/checkpoints, as ComfyUI users keep theirs, trained through the API."""
+    from conftest import save_tiny_single_file_svd
+
+    save_tiny_single_file_svd(comfy_code, comfy.base / "models" / "checkpoints" / "tiny_svd_xt.safetensors")
+    comfy.run(training_prompt("checkpoints/tiny_svd_xt.safetensors", steps=2, name="single_file"))
+    folder = comfy.base / "models" / "loras" / "recapture"
+    state, metadata = load_lora_file(folder / "single_file_temporal.safetensors")
+    assert metadata["recapture.adapter"] == "temporal" and "tiny_svd_xt" in metadata["recapture.settings"]
+    assert (folder / "single_file_spatial.safetensors").is_file()

@@ -6,37 +6,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import to_openclip
 from recapture.svd import (CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX, build_tiny_svd, load_svd, openclip_to_clip_vision)
 
 pytestmark = pytest.mark.comfy
-
-
-def to_openclip(hf: dict) -> dict:
-    """The inverse of the transformers layout: how OpenCLIP (and SVD's file) stores a vision tower."""
-    out, qkv = {}, {}
-    for key, value in hf.items():
-        if key == "visual_projection.weight":
-            out["proj"] = value.T.contiguous()
-        elif key.startswith("vision_model.encoder.layers."):
-            i, rest = key[len("vision_model.encoder.layers."):].split(".", 1)
-            base = f"transformer.resblocks.{i}."
-            if rest.startswith("self_attn.") and rest.split(".")[1] in ("q_proj", "k_proj", "v_proj"):
-                qkv.setdefault((base, rest.split(".")[-1]), {})[rest.split(".")[1][0]] = value
-                continue
-            for new, old in (("ln_1.", "layer_norm1."), ("ln_2.", "layer_norm2."), ("attn.out_proj.", "self_attn.out_proj."),
-                             ("mlp.c_fc.", "mlp.fc1."), ("mlp.c_proj.", "mlp.fc2.")):
-                if rest.startswith(old):
-                    out[base + new + rest[len(old):]] = value
-        else:
-            out[{"vision_model.embeddings.patch_embedding.weight": "conv1.weight",
-                 "vision_model.embeddings.class_embedding": "class_embedding",
-                 "vision_model.embeddings.position_embedding.weight": "positional_embedding",
-                 "vision_model.pre_layrnorm.weight": "ln_pre.weight", "vision_model.pre_layrnorm.bias": "ln_pre.bias",
-                 "vision_model.post_layernorm.weight": "ln_post.weight",
-                 "vision_model.post_layernorm.bias": "ln_post.bias"}[key]] = value
-    for (base, kind), parts in qkv.items():
-        out[f"{base}attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +96,36 @@ def test_pickles_are_refused(tmp_path):
     (tmp_path / "svd.ckpt").write_bytes(b"not unpickled")
     with pytest.raises(ValueError, match="never pickled"):
         load_svd(tmp_path / "svd.ckpt")
+
+
+def test_architecture_is_read_off_the_file(comfy_code, tmp_path):
+    from conftest import save_tiny_single_file_svd
+
+    path = save_tiny_single_file_svd(comfy_code, tmp_path / "tiny_svd.safetensors")
+    models = load_svd(path)
+    config = models.unet.config
+    assert tuple(config.block_out_channels) == (64, 128) and tuple(config.num_attention_heads) == (1, 2)
+    assert config.layers_per_block == 1 and config.cross_attention_dim == 64 and models.num_frames == 14
+    assert models.image_encoder.config.hidden_size == 64 and models.feature_extractor.crop_size["height"] == 32
+    assert not any(t.is_meta for m in (models.unet, models.vae, models.image_encoder)
+                   for t in [*m.parameters(), *m.buffers()])
+    with torch.no_grad():  # it runs
+        models.image_encoder(torch.randn(1, 3, 32, 32))
+
+
+def test_inferred_unet_of_a_full_size_file_is_svd_xts(comfy_code, checkpoint):
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    from recapture.svd import architecture_from_checkpoint, unet_diffusers_to_sgm, unet_layout
+
+    with torch.device("meta"):
+        real = UNetSpatioTemporalConditionModel()  # SVD-XT's UNet: shapes only, no memory
+    unet = {unet_diffusers_to_sgm(k, **unet_layout(real)): v for k, v in real.state_dict().items()}
+    path, _, vae, clip = checkpoint
+    parts = {UNET_PREFIX: unet, VAE_PREFIX: vae.state_dict(), CLIP_PREFIX: to_openclip(clip.state_dict())}
+    inferred = architecture_from_checkpoint(parts, 25).unet.config
+    for key in ("block_out_channels", "num_attention_heads", "layers_per_block", "cross_attention_dim",
+                "addition_time_embed_dim", "projection_class_embeddings_input_dim", "down_block_types",
+                "up_block_types", "in_channels", "out_channels"):
+        as_tuple = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+        assert as_tuple(inferred[key]) == as_tuple(real.config[key]), key
