@@ -17,7 +17,8 @@ from comfy_harness import REPO, ComfyServer
 
 sys.path.insert(0, str(REPO))
 from recapture.sample import write_sample  # noqa: E402
-from recapture.svd import build_tiny_svd, save_svd_folder  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -70,8 +71,8 @@ ANCHOR_ONLY = {
 }
 
 
-SVD_FOLDER = "stable-video-diffusion-img2vid-xt"  # the diffusers folder name users have for svd_xt
-SVD_CHOICE = f"diffusers/{SVD_FOLDER}"
+SVD_FILE = "svd_xt.safetensors"  # the single-file checkpoint ComfyUI users keep in models/checkpoints
+SVD_CHOICE = f"checkpoints/{SVD_FILE}"
 
 FULL = {
     "file": "recapture_full.json",
@@ -110,7 +111,7 @@ FULL = {
             "5: SVD learns the anchor's motion (temporal LoRA, loss only where the mask is white) and the "
             "source's look (spatial LoRA); the LoRAs land in models/loras/recapture/.\n"
             "6: sampling with both LoRAs fills the holes; SDEdit with the spatial LoRA removes blur.\n\n"
-            "Needs a diffusers-format SVD folder in models/diffusers/ (here: " + SVD_FOLDER + "). "
+            "Needs models/checkpoints/" + SVD_FILE + " (or pick a diffusers folder in Load SVD). "
             "For your own clip, replace 'Depth' with ReCapture Estimate Depth or any depth node.")},
     ],
 }
@@ -203,11 +204,12 @@ BUILD_JS = """
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = ComfyServer(base=Path(tmp))
+        (Path(tmp) / "models" / "checkpoints").mkdir(parents=True)
         files = write_sample(Path(tmp) / "input")
         sample = json.loads(files[-1].read_text())
         values = {"near": round(sample["near"], 4), "far": round(sample["far"], 4)}
-        # the full workflow's model combo needs an SVD folder of that name: a tiny one will do
-        save_svd_folder(build_tiny_svd(), Path(tmp) / "models" / "diffusers" / SVD_FOLDER)
+        # the full workflow's model combo lists files by name: a placeholder of that name will do
+        save_file({"placeholder": torch.zeros(1)}, str(Path(tmp) / "models" / "checkpoints" / SVD_FILE))
         with server:
             for spec in (ANCHOR_ONLY, FULL):
                 build(server, spec, values, REPO / "workflows" / spec["file"])

@@ -3,7 +3,7 @@
 The sample (a synthetic scene with exact depth) is written into the dev ComfyUI's input folder, the
 workflow file is converted to an API prompt with the live server's /object_info and queued, and the
 videos land under the dev ComfyUI's output/recapture/. Without SVD that is the anchor-only workflow;
-with a diffusers SVD-XT folder in the dev ComfyUI's models/diffusers/ it is the full method.
+with models/checkpoints/svd_xt.safetensors in the dev ComfyUI's base it is the full method.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from comfy_harness import DEV_HOME, REPO, ComfyError, ComfyServer, ui_to_api
 sys.path.insert(0, str(REPO))
 from recapture.sample import write_sample  # noqa: E402
 
-from build_workflows import SVD_FOLDER  # noqa: E402
-from recapture.svd import is_diffusers_svd_folder  # noqa: E402
+from build_workflows import SVD_FILE  # noqa: E402
 
 WORKFLOWS = REPO / "workflows"
 
@@ -37,10 +36,10 @@ def main() -> int:
     base = DEV_HOME / "base"
     write_sample(base / "input")
     print(f"sample written to {base / 'input'}", flush=True)
-    full = is_diffusers_svd_folder(base / "models" / "diffusers" / SVD_FOLDER)
+    full = (base / "models" / "checkpoints" / SVD_FILE).is_file()
     workflow = WORKFLOWS / ("recapture_full.json" if full else "recapture_anchor_only.json")
     if not full:
-        print(f"(no models/diffusers/{SVD_FOLDER} under {base}: running Stage 1 only)", flush=True)
+        print(f"(no models/checkpoints/{SVD_FILE} under {base}: running Stage 1 only)", flush=True)
     with ComfyServer(base=base) as server:
         print(f"ComfyUI with the pack is up at {server.url}; running {workflow.name}", flush=True)
         prompt = ui_to_api(json.loads(workflow.read_text()), server.object_info())

@@ -60,14 +60,12 @@ def test_anchor_only_workflow_runs_as_shipped(comfy, sample_in_input):
     assert preview and (comfy.base / "output" / preview[0]["result"][0]).is_file()
 
 
-def test_full_workflow_runs_with_a_tiny_svd(comfy, sample_in_input):
-    """The full workflow as shipped, with a tiny SVD under the folder name it names. Only what makes a
-    CPU run take seconds instead of hours is changed: frame size and count, and step counts."""
-    from conftest import save_tiny_svd_folder
+def test_full_workflow_runs_with_a_tiny_single_file_svd(comfy, sample_in_input, comfy_code):
+    """The full workflow as shipped, with a tiny single-file SVD under the name it names. Only what makes
+    a CPU run take seconds instead of hours is changed: frame size and count, and step counts."""
+    from conftest import save_tiny_single_file_svd
 
-    svd = comfy.base / "models" / "diffusers" / "stable-video-diffusion-img2vid-xt"
-    if not svd.exists():
-        save_tiny_svd_folder(svd)
+    save_tiny_single_file_svd(comfy_code, comfy.base / "models" / "checkpoints" / "svd_xt.safetensors")
     workflow = json.loads((WORKFLOWS / "recapture_full.json").read_text())
     prompt = ui_to_api(workflow, comfy.object_info())
     for node in prompt.values():
