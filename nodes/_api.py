@@ -28,9 +28,10 @@ class Progress:
     def __init__(self, total: int):
         self._bar = comfy.utils.ProgressBar(total)
 
-    def advance(self, amount: int = 1) -> None:
+    def advance(self, amount: int = 1, preview=None) -> None:
+        """Moves the bar; ``preview`` (a PIL image) is shown in the node, as KSampler's live previews are."""
         check_cancel()
-        self._bar.update(amount)
+        self._bar.update_absolute(self._bar.current + amount, preview=("PNG", preview, 512) if preview else None)
 
 
 def input_files(extensions: tuple[str, ...]) -> list[str]:

@@ -112,6 +112,8 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
                 io.Mask.Input("mask", tooltip="Its validity mask (1 = valid), from ReCapture Render Anchor."),
                 io.Image.Input("source", tooltip="The source frames, at the anchor's size."),
                 io.Int.Input("steps", default=400, min=1, max=100_000, tooltip="Training steps (paper: 400)."),
+                io.Int.Input("frames", default=0, min=0, max=10_000,
+                             tooltip="Train on the first N frames of the anchor and source (0 = all of them)."),
                 io.Float.Input("learning_rate", default=5e-4, min=1e-6, max=0.1, step=1e-5,
                                tooltip="AdamW learning rate (paper: 5e-4)."),
                 io.Int.Input("rank", default=16, min=1, max=256, tooltip="LoRA rank (paper: 16)."),
@@ -136,8 +138,10 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, svd, anchor, mask, source, steps, learning_rate, rank, seed, conditioning_frame, fps,
+    def execute(cls, svd, anchor, mask, source, steps, frames, learning_rate, rank, seed, conditioning_frame, fps,
                 motion_bucket_id, noise_aug_strength, mask_erosion, lora_name) -> io.NodeOutput:
+        from PIL import Image
+
         from ..recapture.lora import save_lora_file
         from ..recapture.train import TrainConfig, loss_curve_image, train_recapture_lora
 
@@ -146,12 +150,21 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
                              conditioning_frame=conditioning_frame, fps=fps, motion_bucket_id=motion_bucket_id,
                              noise_aug_strength=noise_aug_strength, mask_erosion=mask_erosion)
         progress = Progress(steps)
+        losses: list[tuple[float, float]] = []
+
+        def on_step(step: int, temporal: float, spatial: float) -> None:
+            losses.append((temporal, spatial))
+            live = step % 10 == 9 or step == steps - 1  # the loss curve, live in the node
+            curve = Image.fromarray((loss_curve_image(losses).numpy() * 255).astype("uint8")) if live else None
+            progress.advance(preview=curve)
+
+        count = frames or len(anchor)
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
         with torch.inference_mode(False):  # ComfyUI runs nodes in inference mode; training needs autograd
             mask = mask if mask.ndim == 3 else mask[None]
-            lora = train_recapture_lora(svd, anchor.clone(), mask.clone(), source.clone(), config,
-                                        on_step=lambda step, t, s: progress.advance())
+            lora = train_recapture_lora(svd, anchor[:count].clone(), mask[:count].clone(), source[:count].clone(),
+                                        config, on_step=on_step)
         folder = _lora_dir()
         for adapter in ("temporal", "spatial"):
             save_lora_file(os.path.join(folder, f"{stem}_{adapter}.safetensors"), getattr(lora, adapter), adapter,

@@ -16,7 +16,7 @@ NODES = {
                                   "point_cloud"},
     "ReCaptureRenderAnchor": {"point_cloud", "camera_path", "dilate_holes"},
     "ReCaptureLoadSVD": {"model", "dtype"},
-    "ReCaptureTrainMaskedLoRA": {"svd", "anchor", "mask", "source", "steps", "learning_rate", "rank", "seed",
+    "ReCaptureTrainMaskedLoRA": {"svd", "anchor", "mask", "source", "steps", "frames", "learning_rate", "rank", "seed",
                                  "conditioning_frame", "fps", "motion_bucket_id", "noise_aug_strength", "mask_erosion",
                                  "lora_name"},
     "ReCaptureLoadLoRA": {"temporal", "spatial"},

@@ -38,7 +38,7 @@ def training_prompt(model: str, steps: int, name: str) -> dict:
                                                                "dilate_holes": 0}},
         "6": {"class_type": "ReCaptureLoadSVD", "inputs": {"model": model, "dtype": "auto"}},
         "7": {"class_type": "ReCaptureTrainMaskedLoRA", "inputs": {
-            "svd": ["6", 0], "anchor": ["5", 0], "mask": ["5", 1], "source": ["1", 0], "steps": steps,
+            "svd": ["6", 0], "anchor": ["5", 0], "mask": ["5", 1], "source": ["1", 0], "steps": steps, "frames": 0,
             "learning_rate": 5e-4, "rank": 4, "seed": 0, "conditioning_frame": 0, "fps": 7, "motion_bucket_id": 127,
             "noise_aug_strength": 0.02, "mask_erosion": 0, "lora_name": name}},
         "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 1]}},
