@@ -66,3 +66,20 @@ def test_sdedit_uses_only_the_spatial_lora(models, frames, lora):
     assert not torch.allclose(sdedit(models, zero_spatial, frames, 0.6, config), with_lora)  # spatial used
     with pytest.raises(ValueError, match="strength must be between 0 and 1"):
         sdedit(models, None, frames, 1.5)
+
+
+def test_training_releases_its_memory_before_sampling(models, frames):
+    """After training only the returned LoRA weights stay alive: no optimizer state, gradients,
+    cached latents or adapter layers are left for the sampler to carry."""
+    import gc
+
+    def live_tensor_bytes() -> int:
+        gc.collect()
+        return sum(o.numel() * o.element_size() for o in gc.get_objects() if torch.is_tensor(o) and not o.is_meta)
+
+    before = live_tensor_bytes()
+    lora = train_recapture_lora(models, frames, torch.ones(4, H, W), frames, TrainConfig(steps=3, rank=8))
+    grown = live_tensor_bytes() - before
+    kept = sum(v.numel() * v.element_size() for state in (lora.temporal, lora.spatial) for v in state.values())
+    assert grown <= kept * 1.05 + 64 * 1024, f"{grown} bytes stayed alive, the LoRA itself is {kept}"
+    assert not lora_layers(models.unet) and all(p.grad is None for p in models.unet.parameters())
