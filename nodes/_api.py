@@ -7,6 +7,7 @@ try:  # the versioned API, as ComfyUI's maintainers recommend; `latest` on build
 except ImportError:  # pragma: no cover - depends on the ComfyUI build
     from comfy_api.latest import ComfyExtension, InputImpl, io, ui
 
+import contextlib
 import os
 
 import comfy.model_management
@@ -14,7 +15,7 @@ import comfy.utils
 import folder_paths
 
 __all__ = ["ComfyExtension", "InputImpl", "io", "ui", "Progress", "check_cancel", "input_files", "input_path",
-           "model_path", "output_file"]
+           "model_path", "output_file", "releasing_memory"]
 
 
 def check_cancel() -> None:
@@ -32,6 +33,16 @@ class Progress:
         """Moves the bar; ``preview`` (a PIL image) is shown in the node, as KSampler's live previews are."""
         check_cancel()
         self._bar.update_absolute(self._bar.current + amount, preview=("PNG", preview, 512) if preview else None)
+
+
+@contextlib.contextmanager
+def releasing_memory():
+    """On any error (out of memory, Cancel...) hands cached device memory back, so the server stays usable."""
+    try:
+        yield
+    except BaseException:
+        comfy.model_management.soft_empty_cache()
+        raise
 
 
 def input_files(extensions: tuple[str, ...]) -> list[str]:

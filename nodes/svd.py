@@ -9,7 +9,7 @@ import comfy.model_management
 import folder_paths
 import torch
 
-from ._api import Progress, io, model_path, ui
+from ._api import Progress, io, model_path, releasing_memory, ui
 
 SVDType = io.Custom("RECAPTURE_SVD")
 LoRAType = io.Custom("RECAPTURE_LORA")
@@ -161,7 +161,7 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
         count = frames or len(anchor)
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
-        with torch.inference_mode(False):  # ComfyUI runs nodes in inference mode; training needs autograd
+        with torch.inference_mode(False), releasing_memory():  # training needs autograd
             mask = mask if mask.ndim == 3 else mask[None]
             lora = train_recapture_lora(svd, anchor[:count].clone(), mask[:count].clone(), source[:count].clone(),
                                         config, on_step=on_step)
@@ -272,7 +272,7 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
                               temporal_strength=temporal_strength, spatial_strength=spatial_strength,
                               decode_chunk_size=decode_chunk_size)
         progress = Progress(steps)
-        with torch.inference_mode(False):
+        with torch.inference_mode(False), releasing_memory():
             frames = sample_video(svd, lora, prompt.clone(), anchor.shape[0], config, lambda _: progress.advance())
         return io.NodeOutput(frames)
 
@@ -302,7 +302,7 @@ class ReCaptureSDEditRefine(io.ComfyNode):
         from ..recapture.sampling import SampleConfig, sdedit
 
         progress = Progress(max(1, round(steps * strength)))
-        with torch.inference_mode(False):
+        with torch.inference_mode(False), releasing_memory():
             refined = sdedit(svd, lora, frames.clone(), strength, SampleConfig(steps=steps, seed=seed),
                              lambda _: progress.advance())
         return io.NodeOutput(refined)

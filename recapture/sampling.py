@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from .lora import remove_lora_adapters
+from .memory import explain_out_of_memory
 from .train import TrainedLoRA, apply_lora, edm_denoise, encode_conditioning, encode_latents
 from .types import SVDModels
 
@@ -109,7 +110,8 @@ def sample_video(models: SVDModels, lora: TrainedLoRA | None, prompt_frame: torc
         latents = denoise(models, noise * sigmas[0], sigmas, embedding, condition, config, on_step)
         return decode_latents(models, latents, config.decode_chunk_size)
 
-    return _with_lora(models, lora, config.temporal_strength, config.spatial_strength, work)
+    with explain_out_of_memory("sampling", num_frames, h, w, "a smaller decode_chunk_size"):
+        return _with_lora(models, lora, config.temporal_strength, config.spatial_strength, work)
 
 
 def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, strength: float,
@@ -134,4 +136,5 @@ def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, st
         latents = denoise(models, latents, sigmas, embedding, condition, config, on_step) if run else latents
         return decode_latents(models, latents, config.decode_chunk_size)
 
-    return _with_lora(models, lora, 0.0, config.spatial_strength, work)
+    with explain_out_of_memory("refining", len(frames), frames.shape[1], frames.shape[2], "a smaller decode_chunk_size"):
+        return _with_lora(models, lora, 0.0, config.spatial_strength, work)

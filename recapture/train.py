@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .lora import (ADAPTERS, adapter_parameters, adapter_state, image_only_mode, inject_lora_adapters,
                    load_adapter_state, remove_lora_adapters, set_lora_strengths)
+from .memory import explain_out_of_memory
 from .types import SVDModels
 
 
@@ -178,6 +179,15 @@ def _drop_conditioning(embedding, latents, probability: float, generator: torch.
 def train_recapture_lora(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: torch.Tensor,
                          config: TrainConfig | None = None,
                          on_step: Callable[[int, float, float], None] | None = None) -> TrainedLoRA:
+    """Fine-tunes the two LoRAs (see ``_train``); running out of device memory raises ``OutOfMemory``
+    with ways out, after the model has been cleaned up."""
+    frames, height, width = anchor.shape[:3]
+    with explain_out_of_memory("training on", frames, height, width, "or fewer source frames per spatial step"):
+        return _train(models, anchor, mask, source, config or TrainConfig(), on_step)
+
+
+def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: torch.Tensor,
+           config: TrainConfig, on_step: Callable[[int, float, float], None] | None) -> TrainedLoRA:
     """Fine-tunes the temporal LoRA on the anchor (masked) and the spatial LoRA on the source frames.
 
     Args:
@@ -191,7 +201,6 @@ def train_recapture_lora(models: SVDModels, anchor: torch.Tensor, mask: torch.Te
         The two adapters' weights. The UNet is left as it was: adapters are removed again, also when
         training fails or is cancelled, so a shared model is never left half-trained.
     """
-    config = config or TrainConfig()
     _check_inputs(anchor, mask, source, config)
     unet = models.unet
     device = unet.device

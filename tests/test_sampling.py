@@ -83,3 +83,21 @@ def test_training_releases_its_memory_before_sampling(models, frames):
     kept = sum(v.numel() * v.element_size() for state in (lora.temporal, lora.spatial) for v in state.values())
     assert grown <= kept * 1.05 + 64 * 1024, f"{grown} bytes stayed alive, the LoRA itself is {kept}"
     assert not lora_layers(models.unet) and all(p.grad is None for p in models.unet.parameters())
+
+
+def test_out_of_memory_becomes_advice_and_leaves_the_model_clean(models, frames, monkeypatch):
+    from recapture.memory import OutOfMemory
+
+    original = type(models.unet).forward
+
+    def exhausted(self, *args, **kwargs):  # what a full GPU does, made to happen on the CPU
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(type(models.unet), "forward", exhausted)
+    with pytest.raises(OutOfMemory, match=r"while training on 4 frames at 32x32.*fewer frames.*bf16 or fp16"):
+        train_recapture_lora(models, frames, torch.ones(4, H, W), frames, TrainConfig(steps=2, rank=4))
+    assert not lora_layers(models.unet)
+    with pytest.raises(OutOfMemory, match="while sampling .* decode_chunk_size"):
+        sample_video(models, None, frames[0], 4, SampleConfig(steps=2))
+    monkeypatch.setattr(type(models.unet), "forward", original)
+    sample_video(models, None, frames[0], 4, SampleConfig(steps=2))  # and it works again

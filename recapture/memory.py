@@ -1,0 +1,38 @@
+"""Out-of-memory errors turned into advice a person can act on."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+
+class OutOfMemory(RuntimeError):
+    """Raised instead of a device out-of-memory error; the message lists concrete ways out."""
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    return isinstance(error, oom) or (isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+@contextlib.contextmanager
+def explain_out_of_memory(stage: str, frames: int, height: int, width: int, extra: str = "") -> Iterator[None]:
+    """Re-raises CUDA / MPS out-of-memory errors inside the block as ``OutOfMemory`` with advice.
+
+    Args:
+        stage: what was running ("training", "sampling"...), for the message.
+        frames, height, width: the clip's size, to suggest a smaller one.
+        extra: a stage-specific way out to add.
+    """
+    try:
+        yield
+    except BaseException as error:
+        if not _is_out_of_memory(error):
+            raise
+        smaller = f"{max(64, width // 2 // 64 * 64)}x{max(64, height // 2 // 64 * 64)}"
+        raise OutOfMemory(
+            f"out of GPU memory while {stage} {frames} frames at {width}x{height}. Ways out: fewer frames, a lower "
+            f"resolution (e.g. {smaller} in ReCapture Load Video), dtype bf16 or fp16 in ReCapture Load SVD"
+            f"{', ' + extra if extra else ''}, or close other programs using the GPU.") from error
