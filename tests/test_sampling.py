@@ -47,6 +47,71 @@ def test_sampling_is_seeded_and_leaves_no_lora(models, frames, lora):
     torch.testing.assert_close(off, plain, atol=1e-5, rtol=0)
 
 
+def svd_pipeline(models):
+    """diffusers' own StableVideoDiffusionPipeline on the same tiny model: the reference sampler."""
+    from diffusers import StableVideoDiffusionPipeline
+
+    pipe = StableVideoDiffusionPipeline(vae=models.vae, image_encoder=models.image_encoder, unet=models.unet,
+                                        scheduler=models.scheduler, feature_extractor=models.feature_extractor)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _denoise_with_c_noise(unet, noisy, sigma, conditioning_latents, embedding, time_ids, c_noise):
+    s = sigma.view(-1, 1, 1, 1, 1)
+    v = unet(torch.cat([noisy / torch.sqrt(s**2 + 1), conditioning_latents], dim=2), c_noise,
+             encoder_hidden_states=embedding, added_time_ids=time_ids).sample
+    return noisy / (s**2 + 1) - s / torch.sqrt(s**2 + 1) * v
+
+
+def test_sampler_is_svds_own_sampler(models, frames, monkeypatch):
+    """Our sampler reproduces diffusers' StableVideoDiffusionPipeline step for step (Euler over the Karras
+    sigmas, v-prediction preconditioning, c_noise, image prompt, per-frame CFG, added time ids, latent
+    scaling, decoding): the same seed gives the same frames. A mismatch in any of them fails this."""
+    config = SampleConfig(steps=6, seed=3, min_guidance=1.0, max_guidance=3.0, noise_aug_strength=0.02)
+    reference = svd_pipeline(models)(
+        image=frames[0].permute(2, 0, 1)[None], height=H, width=W, num_frames=4, num_inference_steps=config.steps,
+        min_guidance_scale=config.min_guidance, max_guidance_scale=config.max_guidance, fps=config.fps,
+        motion_bucket_id=config.motion_bucket_id, noise_aug_strength=config.noise_aug_strength,
+        generator=torch.Generator().manual_seed(config.seed), output_type="pt").frames[0].permute(0, 2, 3, 1)
+    ours = sample_video(models, None, frames[0], 4, config)
+    assert (ours - reference).abs().max() < 1e-4  # measured 3e-6 (fp32 on the CPU)
+
+    # the comparison is sharp enough to catch a wrong noise conditioning
+    import recapture.sampling
+
+    monkeypatch.setattr(recapture.sampling, "edm_denoise",
+                        lambda unet, x, s, c, e, t: _denoise_with_c_noise(unet, x, s, c, e, t, torch.log(s)))
+    assert (sample_video(models, None, frames[0], 4, config) - reference).abs().max() > 1e-3
+
+
+def test_training_denoiser_is_the_samplers(models, frames):
+    """The denoiser the training loss scores, ``edm_denoise``, is what diffusers' SVD scheduler computes
+    at every sampling step (``pred_original_sample``), so training and sampling share one parameterisation."""
+    import copy
+
+    from recapture.train import edm_denoise, encode_conditioning, encode_latents
+
+    g = torch.Generator().manual_seed(0)
+    x0 = encode_latents(models, frames)[None]
+    embedding, condition = encode_conditioning(models, frames[0], 0.02, g)
+    condition = condition[:, None].expand_as(x0)
+    time_ids = torch.tensor([[6.0, 127.0, 0.02]])
+    scheduler = copy.deepcopy(models.scheduler)
+    scheduler.set_timesteps(8)
+    for i in (0, 3, 6):
+        step = copy.deepcopy(scheduler)
+        step._step_index = i
+        sigma, t = step.sigmas[i], step.timesteps[i]
+        noisy = x0 + sigma * torch.randn(x0.shape, generator=g)
+        with torch.no_grad():
+            model_input = torch.cat([step.scale_model_input(noisy, t), condition], dim=2)
+            v = models.unet(model_input, t, encoder_hidden_states=embedding, added_time_ids=time_ids).sample
+            reference = step.step(v, t, noisy).pred_original_sample
+            ours = edm_denoise(models.unet, noisy, sigma[None], condition, embedding, time_ids)
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4 * float(sigma))
+
+
 def test_sdedit_strength_zero_is_the_vae_round_trip_and_more_strength_moves_further(models, frames):
     round_trip = decode_latents(models, encode_latents(models, frames)[None])
     assert torch.equal(sdedit(models, None, frames, 0.0, SampleConfig(steps=10)), round_trip)
