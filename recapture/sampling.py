@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .lora import remove_lora_adapters
+from .lora import merged_lora, remove_lora_adapters
 from .memory import explain_out_of_memory
 from .train import TrainedLoRA, apply_lora, edm_denoise, encode_conditioning, encode_latents
 from .types import SVDModels
@@ -31,6 +31,7 @@ class SampleConfig:
     temporal_strength: float = 1.0
     spatial_strength: float = 1.0
     decode_chunk_size: int = 8
+    merge_lora: bool = True  # fold the LoRAs into the weights while sampling (see lora.merged_lora)
 
 
 def karras_sigmas(models: SVDModels, steps: int) -> torch.Tensor:
@@ -75,10 +76,15 @@ def decode_latents(models: SVDModels, latents: torch.Tensor, chunk: int = 8) -> 
     return ((torch.cat(frames).float() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu()
 
 
-def _with_lora(models: SVDModels, lora: TrainedLoRA | None, temporal: float, spatial: float, work):
-    """Runs ``work()`` with the LoRAs applied, and always takes them out again."""
+def _with_lora(models: SVDModels, lora: TrainedLoRA | None, temporal: float, spatial: float, merge: bool, work):
+    """Runs ``work()`` with the LoRAs applied (merged into the weights, or as adapter layers), and always
+    takes them out again."""
     if lora is None:
         return work()
+    if merge:
+        with merged_lora(models.unet, {"temporal": lora.temporal, "spatial": lora.spatial},
+                         {"temporal": temporal, "spatial": spatial}):
+            return work()
     apply_lora(models.unet, lora, temporal, spatial)
     try:
         return work()
@@ -111,7 +117,7 @@ def sample_video(models: SVDModels, lora: TrainedLoRA | None, prompt_frame: torc
         return decode_latents(models, latents, config.decode_chunk_size)
 
     with explain_out_of_memory("sampling", num_frames, h, w, "a smaller decode_chunk_size"):
-        return _with_lora(models, lora, config.temporal_strength, config.spatial_strength, work)
+        return _with_lora(models, lora, config.temporal_strength, config.spatial_strength, config.merge_lora, work)
 
 
 def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, strength: float,
@@ -137,4 +143,4 @@ def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, st
         return decode_latents(models, latents, config.decode_chunk_size)
 
     with explain_out_of_memory("refining", len(frames), frames.shape[1], frames.shape[2], "a smaller decode_chunk_size"):
-        return _with_lora(models, lora, 0.0, config.spatial_strength, work)
+        return _with_lora(models, lora, 0.0, config.spatial_strength, config.merge_lora, work)

@@ -47,6 +47,28 @@ def test_sampling_is_seeded_and_leaves_no_lora(models, frames, lora):
     torch.testing.assert_close(off, plain, atol=1e-5, rtol=0)
 
 
+def test_merged_loras_sample_like_adapter_layers_and_leave_the_base_exact(models, frames, lora):
+    from dataclasses import replace
+
+    before = {k: v for k, v in models.unet.state_dict().items()}
+    snapshot = {k: v.clone() for k, v in before.items()}
+    config = SampleConfig(steps=4, seed=2, temporal_strength=0.7, spatial_strength=1.3)
+    merged = sample_video(models, lora, frames[0], 4, config)
+    layers = sample_video(models, lora, frames[0], 4, replace(config, merge_lora=False))
+    torch.testing.assert_close(merged, layers, atol=1e-5, rtol=0)
+    assert not torch.equal(merged, sample_video(models, None, frames[0], 4, config))  # the merge did something
+    after = models.unet.state_dict()
+    assert all(after[k] is before[k] or after[k].data_ptr() == before[k].data_ptr() for k in before)
+    assert all(torch.equal(after[k], snapshot[k]) for k in snapshot)
+
+    # a LoRA for another model is refused and leaves nothing merged
+    foreign = replace(lora, spatial={**lora.spatial, "diffusion_model.output_blocks.9.1.transformer_blocks.0.attn1."
+                                                     "to_q.lora_A.weight": torch.zeros(4, 32)})
+    with pytest.raises(ValueError, match="spatial LoRA has 1 weights this UNet has no layer for"):
+        sample_video(models, foreign, frames[0], 4, config)
+    assert all(torch.equal(models.unet.state_dict()[k], snapshot[k]) for k in snapshot)
+
+
 def svd_pipeline(models):
     """diffusers' own StableVideoDiffusionPipeline on the same tiny model: the reference sampler."""
     from diffusers import StableVideoDiffusionPipeline
