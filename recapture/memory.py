@@ -36,3 +36,25 @@ def explain_out_of_memory(stage: str, frames: int, height: int, width: int, extr
             f"out of GPU memory while {stage} {frames} frames at {width}x{height}. Ways out: fewer frames, a lower "
             f"resolution (e.g. {smaller} in ReCapture Load Video), dtype bf16 or fp16 in ReCapture Load SVD"
             f"{', ' + extra if extra else ''}, or close other programs using the GPU.") from error
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+@contextlib.contextmanager
+def offloaded(*modules: torch.nn.Module, to: torch.device | str = "cpu") -> Iterator[None]:
+    """Keeps ``modules`` on ``to`` (normally the CPU) for the block, and puts each back where it was.
+
+    Moves on the CPU are no-ops, so this costs nothing there; on a GPU it frees the modules' weights
+    for the block at the price of one copy each way over the bus (SVD-XT's CLIP and VAE in bf16:
+    about 1.4 GB).
+    """
+    homes = [_device_of(m) for m in modules]
+    try:
+        for m in modules:
+            m.to(to)
+        yield
+    finally:
+        for m, home in zip(modules, homes):
+            m.to(home)

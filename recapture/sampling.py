@@ -8,13 +8,14 @@ frames from ``min_guidance`` to ``max_guidance`` (the unconditional branch has a
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from .lora import merged_lora, remove_lora_adapters
-from .memory import explain_out_of_memory
+from .memory import explain_out_of_memory, offloaded
 from .train import TrainedLoRA, apply_lora, edm_denoise, encode_conditioning, encode_latents
 from .types import SVDModels
 
@@ -32,6 +33,8 @@ class SampleConfig:
     spatial_strength: float = 1.0
     decode_chunk_size: int = 8
     merge_lora: bool = True  # fold the LoRAs into the weights while sampling (see lora.merged_lora)
+    offload_encoders: bool = True  # CLIP and the VAE wait on the CPU while the UNet denoises
+    low_memory: bool = False  # also the UNet waits on the CPU while the VAE decodes
 
 
 def karras_sigmas(models: SVDModels, steps: int) -> torch.Tensor:
@@ -76,6 +79,15 @@ def decode_latents(models: SVDModels, latents: torch.Tensor, chunk: int = 8) -> 
     return ((torch.cat(frames).float() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu()
 
 
+def _denoise_then_decode(models: SVDModels, latents, sigmas, embedding, condition, config: SampleConfig,
+                         on_step) -> torch.Tensor:
+    """``denoise`` then ``decode_latents``, each with only the models it needs on the device (as configured)."""
+    with offloaded(models.vae, models.image_encoder) if config.offload_encoders else contextlib.nullcontext():
+        latents = denoise(models, latents, sigmas, embedding, condition, config, on_step)
+    with offloaded(models.unet) if config.low_memory else contextlib.nullcontext():
+        return decode_latents(models, latents, config.decode_chunk_size)
+
+
 def _with_lora(models: SVDModels, lora: TrainedLoRA | None, temporal: float, spatial: float, merge: bool, work):
     """Runs ``work()`` with the LoRAs applied (merged into the weights, or as adapter layers), and always
     takes them out again."""
@@ -113,8 +125,7 @@ def sample_video(models: SVDModels, lora: TrainedLoRA | None, prompt_frame: torc
     noise = torch.randn(1, num_frames, channels, h // 8, w // 8, generator=generator)
 
     def work():
-        latents = denoise(models, noise * sigmas[0], sigmas, embedding, condition, config, on_step)
-        return decode_latents(models, latents, config.decode_chunk_size)
+        return _denoise_then_decode(models, noise * sigmas[0], sigmas, embedding, condition, config, on_step)
 
     with explain_out_of_memory("sampling", num_frames, h, w, "a smaller decode_chunk_size"):
         return _with_lora(models, lora, config.temporal_strength, config.spatial_strength, config.merge_lora, work)
@@ -138,9 +149,9 @@ def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, st
     noise = torch.randn(x0.shape, generator=generator)
 
     def work():
-        latents = x0 + sigmas[0] * noise if run else x0
-        latents = denoise(models, latents, sigmas, embedding, condition, config, on_step) if run else latents
-        return decode_latents(models, latents, config.decode_chunk_size)
+        if not run:
+            return decode_latents(models, x0, config.decode_chunk_size)
+        return _denoise_then_decode(models, x0 + sigmas[0] * noise, sigmas, embedding, condition, config, on_step)
 
     with explain_out_of_memory("refining", len(frames), frames.shape[1], frames.shape[2], "a smaller decode_chunk_size"):
         return _with_lora(models, lora, 0.0, config.spatial_strength, config.merge_lora, work)

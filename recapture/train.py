@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .lora import (ADAPTERS, adapter_parameters, adapter_state, image_only_mode, inject_lora_adapters,
                    load_adapter_state, remove_lora_adapters, set_lora_strengths)
-from .memory import explain_out_of_memory
+from .memory import explain_out_of_memory, offloaded
 from .types import SVDModels
 
 
@@ -47,6 +47,7 @@ class TrainConfig:
     mask_erosion: int = 0  # extra latent pixels removed around holes
     spatial_frames: int = 4  # source frames per spatial step
     gradient_checkpointing: bool = True
+    offload_encoders: bool = True  # CLIP and the VAE wait on the CPU once the clip is encoded
 
 
 @dataclass
@@ -219,55 +220,57 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
     time_ids = torch.tensor([[config.fps - 1, config.motion_bucket_id, config.noise_aug_strength]], device=device)
 
     # 2. Two adapters on the frozen base, one optimizer over both.
-    inject_lora_adapters(unet, config.rank, config.alpha, config.seed)
-    temporal_params, spatial_params = (adapter_parameters(unet, a) for a in ADAPTERS)
-    optimizer = torch.optim.AdamW([*temporal_params, *spatial_params], lr=config.learning_rate, weight_decay=0.0)
-    checkpointing_was = getattr(unet, "is_gradient_checkpointing", False)
-    if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    losses: list[tuple[float, float]] = []
-    try:
-        for step in range(config.steps):
-            # 3a. Temporal LoRA on the anchor clip, loss only where the anchor is valid; the spatial
-            #     LoRA is active but frozen.
-            _trainable(temporal_params, spatial_params)
-            x0 = anchor_latents.to(device)
-            embedding, condition = _drop_conditioning(anchor_embedding, anchor_condition[:, None].expand_as(x0),
-                                                      config.conditioning_dropout, generator)
-            noise = torch.randn(x0.shape, generator=generator).to(device)
-            temporal_loss = edm_loss(unet, x0, _sigmas(1, config, generator, device), noise, condition, embedding,
-                                     time_ids, valid)
-            temporal_loss.backward()
+    encoders = (models.vae, models.image_encoder) if config.offload_encoders else ()
+    with offloaded(*encoders):
+        inject_lora_adapters(unet, config.rank, config.alpha, config.seed)
+        temporal_params, spatial_params = (adapter_parameters(unet, a) for a in ADAPTERS)
+        optimizer = torch.optim.AdamW([*temporal_params, *spatial_params], lr=config.learning_rate, weight_decay=0.0)
+        checkpointing_was = getattr(unet, "is_gradient_checkpointing", False)
+        if config.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        losses: list[tuple[float, float]] = []
+        try:
+            for step in range(config.steps):
+                # 3a. Temporal LoRA on the anchor clip, loss only where the anchor is valid; the spatial
+                #     LoRA is active but frozen.
+                _trainable(temporal_params, spatial_params)
+                x0 = anchor_latents.to(device)
+                embedding, condition = _drop_conditioning(anchor_embedding, anchor_condition[:, None].expand_as(x0),
+                                                          config.conditioning_dropout, generator)
+                noise = torch.randn(x0.shape, generator=generator).to(device)
+                temporal_loss = edm_loss(unet, x0, _sigmas(1, config, generator, device), noise, condition, embedding,
+                                         time_ids, valid)
+                temporal_loss.backward()
 
-            # 3b. Spatial LoRA on source frames as separate images: temporal layers and LoRA off.
-            _trainable(spatial_params, temporal_params)
-            picks = torch.randperm(len(source_latents), generator=generator)[: config.spatial_frames]
-            x0 = source_latents[picks].to(device)
-            embedding, condition = _drop_conditioning(source_embedding.expand(len(picks), -1, -1),
-                                                      source_condition[:, None].expand_as(x0),
-                                                      config.conditioning_dropout, generator)
-            noise = torch.randn(x0.shape, generator=generator).to(device)
-            set_lora_strengths(unet, temporal=0.0, spatial=1.0)
-            with image_only_mode(unet):
-                spatial_loss = edm_loss(unet, x0, _sigmas(len(picks), config, generator, device), noise, condition,
-                                        embedding, time_ids.expand(len(picks), -1))
-                spatial_loss.backward()
-            set_lora_strengths(unet, temporal=1.0, spatial=1.0)
+                # 3b. Spatial LoRA on source frames as separate images: temporal layers and LoRA off.
+                _trainable(spatial_params, temporal_params)
+                picks = torch.randperm(len(source_latents), generator=generator)[: config.spatial_frames]
+                x0 = source_latents[picks].to(device)
+                embedding, condition = _drop_conditioning(source_embedding.expand(len(picks), -1, -1),
+                                                          source_condition[:, None].expand_as(x0),
+                                                          config.conditioning_dropout, generator)
+                noise = torch.randn(x0.shape, generator=generator).to(device)
+                set_lora_strengths(unet, temporal=0.0, spatial=1.0)
+                with image_only_mode(unet):
+                    spatial_loss = edm_loss(unet, x0, _sigmas(len(picks), config, generator, device), noise, condition,
+                                            embedding, time_ids.expand(len(picks), -1))
+                    spatial_loss.backward()
+                set_lora_strengths(unet, temporal=1.0, spatial=1.0)
 
-            # 4. One update of both adapters (total loss = temporal + spatial).
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append((temporal_loss.item(), spatial_loss.item()))
-            if on_step is not None:
-                on_step(step, *losses[-1])
-        alpha = float(config.alpha or config.rank)
-        return TrainedLoRA(temporal=adapter_state(unet, "temporal", alpha), spatial=adapter_state(unet, "spatial", alpha),
-                           rank=config.rank, alpha=alpha, config=asdict(config), losses=losses)
-    finally:
-        del optimizer
-        remove_lora_adapters(unet)
-        if config.gradient_checkpointing and not checkpointing_was:
-            unet.disable_gradient_checkpointing()
+                # 4. One update of both adapters (total loss = temporal + spatial).
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append((temporal_loss.item(), spatial_loss.item()))
+                if on_step is not None:
+                    on_step(step, *losses[-1])
+            alpha = float(config.alpha or config.rank)
+            return TrainedLoRA(temporal=adapter_state(unet, "temporal", alpha), spatial=adapter_state(unet, "spatial", alpha),
+                               rank=config.rank, alpha=alpha, config=asdict(config), losses=losses)
+        finally:
+            del optimizer
+            remove_lora_adapters(unet)
+            if config.gradient_checkpointing and not checkpointing_was:
+                unet.disable_gradient_checkpointing()
 
 
 def _trainable(train: list[torch.nn.Parameter], freeze: list[torch.nn.Parameter]) -> None:

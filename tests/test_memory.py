@@ -1,0 +1,80 @@
+"""Which models sit on the device when: the offloading of training and sampling, checked on the CPU.
+
+On the CPU a move is a no-op, so the tests record the moves each model is asked to make and when.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import tiny_svd_models
+from recapture.sampling import SampleConfig, sample_video
+from recapture.train import TrainConfig, train_recapture_lora
+
+H = W = 32
+
+
+@pytest.fixture
+def models(monkeypatch):
+    """Tiny SVD models whose ``.to`` calls are logged as (model, device) in ``models.moves``."""
+    models = tiny_svd_models()
+    moves: list[tuple[str, str]] = []
+    for name in ("unet", "vae", "image_encoder"):
+        module = getattr(models, name)
+
+        def spy(*args, _name=name, _to=module.to, **kwargs):
+            moves.append((_name, str(args[0] if args else kwargs.get("device"))))
+            return _to(*args, **kwargs)
+
+        monkeypatch.setattr(module, "to", spy)
+    models.moves = moves
+    return models
+
+
+def where(moves: list[tuple[str, str]], name: str) -> str:
+    """Where the model was last asked to go ("home" if never moved)."""
+    return next((device for model, device in reversed(moves) if model == name), "home")
+
+
+def clip():
+    t = torch.linspace(0, 1, 4)[:, None, None, None]
+    return (torch.rand(1, H, W, 3, generator=torch.Generator().manual_seed(0)) + t) % 1.0
+
+
+def test_training_keeps_clip_and_vae_off_the_device_while_it_steps(models):
+    frames = clip()
+    seen = []
+    train_recapture_lora(models, frames, torch.ones(4, H, W), frames, TrainConfig(steps=2, rank=4),
+                         on_step=lambda *_: seen.append((where(models.moves, "vae"),
+                                                         where(models.moves, "image_encoder"))))
+    assert seen == [("cpu", "cpu")] * 2
+    # and both go back where they were (the CPU here) when training ends
+    assert models.moves[-2:] == [("vae", "cpu"), ("image_encoder", "cpu")]
+    assert where(models.moves, "unet") == "home"
+
+    models.moves.clear()
+    train_recapture_lora(models, frames, torch.ones(4, H, W), frames,
+                         TrainConfig(steps=1, rank=4, offload_encoders=False))
+    assert models.moves == []
+
+
+@pytest.mark.parametrize("low_memory", [False, True])
+def test_sampling_moves_each_model_off_while_the_others_work(models, low_memory):
+    frames = clip()
+    during_steps = []
+    decoded_with = []
+    original_decode = models.vae.decode
+
+    def decode(*args, **kwargs):
+        decoded_with.append(where(models.moves, "unet"))
+        return original_decode(*args, **kwargs)
+
+    models.vae.decode = decode
+    out = sample_video(models, None, frames[0], 4, SampleConfig(steps=2, low_memory=low_memory),
+                       on_step=lambda _: during_steps.append((where(models.moves, "vae"),
+                                                              where(models.moves, "image_encoder"))))
+    assert out.shape == (4, H, W, 3)
+    assert during_steps == [("cpu", "cpu")] * 2
+    assert set(decoded_with) == ({"cpu"} if low_memory else {"home"})
+    assert ("unet", "cpu") in models.moves if low_memory else where(models.moves, "unet") == "home"
