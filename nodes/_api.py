@@ -15,7 +15,7 @@ import comfy.utils
 import folder_paths
 
 __all__ = ["ComfyExtension", "InputImpl", "io", "ui", "Progress", "check_cancel", "input_files", "input_path",
-           "model_path", "output_file", "releasing_memory"]
+           "model_path", "output_file", "releasing_memory", "require_finite"]
 
 
 def check_cancel() -> None:
@@ -79,3 +79,16 @@ def output_file(prefix: str, extension: str) -> tuple[str, str]:
     folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir)
     filename = f"{name}_{counter:05}_.{extension}"
     return os.path.join(folder, filename), os.path.join(subfolder, filename) if subfolder else filename
+
+
+def require_finite(name: str, value, fix: str = "") -> None:
+    """Refuses an input tensor with NaN or infinite values, naming the input and what to do, instead of
+    letting them turn into a crash deep in torch or a silently black/NaN result."""
+    import torch
+
+    bad = int((~torch.isfinite(value)).sum()) if torch.is_tensor(value) and value.is_floating_point() else 0
+    if bad:
+        raise ValueError(
+            f"the {name} input has {bad} NaN or infinite value{'s' if bad > 1 else ''} (of {value.numel()}): "
+            f"{fix or 'the node that made it produced invalid numbers'}. Fix or replace that node (a "
+            "division by zero or an fp16 overflow upstream is the usual cause), then queue again")
