@@ -9,7 +9,7 @@ import comfy.model_management
 import folder_paths
 import torch
 
-from ._api import Progress, io, model_path, releasing_memory, require_finite, ui
+from ._api import Progress, io, model_path, releasing_memory, require_finite, ui, writable_folder
 
 SVDType = io.Custom("RECAPTURE_SVD")
 LoRAType = io.Custom("RECAPTURE_LORA")
@@ -80,7 +80,8 @@ class ReCaptureLoadSVD(io.ComfyNode):
 
 
 def _lora_dir() -> str:
-    return os.path.join(folder_paths.get_folder_paths("loras")[0], LORA_SUBFOLDER)
+    """models/loras/recapture/; refused when it is a symlink that leads outside models/loras/."""
+    return writable_folder(folder_paths.get_folder_paths("loras")[0], LORA_SUBFOLDER, "models/loras")
 
 
 def _free_lora_name(name: str) -> str:
