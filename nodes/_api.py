@@ -15,7 +15,7 @@ import comfy.utils
 import folder_paths
 
 __all__ = ["ComfyExtension", "InputImpl", "io", "ui", "Progress", "check_cancel", "input_files", "input_path",
-           "model_path", "output_file", "releasing_memory"]
+           "model_path", "output_file", "releasing_memory", "require_finite", "writable_folder"]
 
 
 def check_cancel() -> None:
@@ -73,9 +73,38 @@ def model_path(folder_type: str, name: str) -> str:
     raise ValueError(f"no {name!r} in models/{folder_type}/: put it there and refresh the page")
 
 
+def writable_folder(root: str, subfolder: str, what: str) -> str:
+    """``root/subfolder``, created if needed, after checking that it really lies inside ``root``: a
+    symlinked folder inside ``root`` that leads elsewhere is refused (``root`` itself may be a link,
+    as models folders on another disk often are)."""
+    real_root = os.path.realpath(root)
+    folder = os.path.join(root, subfolder)
+    real = os.path.realpath(folder)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise ValueError(f"{folder} is a link to {real}, outside {what} ({real_root}): nothing is written "
+                         f"through it. Remove the link or make it a real folder inside {what}")
+    os.makedirs(real, exist_ok=True)
+    return folder
+
+
 def output_file(prefix: str, extension: str) -> tuple[str, str]:
-    """A new numbered file under the output folder -> (absolute path, path relative to output/)."""
+    """A new numbered file under the output folder -> (absolute path, path relative to output/).
+    Sub-folders that are symlinks leading outside the output folder are refused."""
     out_dir = folder_paths.get_output_directory()
+    writable_folder(out_dir, os.path.dirname(os.path.normpath(prefix)), "ComfyUI's output folder")
     folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir)
     filename = f"{name}_{counter:05}_.{extension}"
     return os.path.join(folder, filename), os.path.join(subfolder, filename) if subfolder else filename
+
+
+def require_finite(name: str, value, fix: str = "") -> None:
+    """Refuses an input tensor with NaN or infinite values, naming the input and what to do, instead of
+    letting them turn into a crash deep in torch or a silently black/NaN result."""
+    import torch
+
+    bad = int((~torch.isfinite(value)).sum()) if torch.is_tensor(value) and value.is_floating_point() else 0
+    if bad:
+        raise ValueError(
+            f"the {name} input has {bad} NaN or infinite value{'s' if bad > 1 else ''} (of {value.numel()}): "
+            f"{fix or 'the node that made it produced invalid numbers'}. Fix or replace that node (a "
+            "division by zero or an fp16 overflow upstream is the usual cause), then queue again")

@@ -10,7 +10,7 @@ import torch
 
 from ..recapture import camera
 from ..recapture.types import CameraPath, PointCloud
-from ._api import Progress, input_files, input_path, io, output_file, ui
+from ._api import Progress, input_files, input_path, io, output_file, require_finite, ui
 from .depth import DepthType
 
 PointCloudType = io.Custom("RECAPTURE_POINTCLOUD")
@@ -71,6 +71,7 @@ class ReCaptureDepthToPointCloud(io.ComfyNode):
         from ..recapture.pointcloud import make_point_cloud, point_cloud_preview_points, write_glb_points, write_ply
         from ..recapture.types import DepthMaps
 
+        require_finite("frames", frames, "connect frames with pixel values in 0..1, e.g. from ReCapture Load Video")
         if isinstance(depth, DepthMaps):
             values, depth_kind = depth.values, depth.kind
         else:
@@ -182,6 +183,8 @@ class ReCaptureRenderAnchor(io.ComfyNode):
                 f"{point_cloud.num_frames}: connect the point cloud to the Camera Trajectory node (it then "
                 "uses the clip's frame count) or set its frames to match"
             )
+        require_finite("point_cloud", point_cloud.colors,
+                       "its colours come from the frames given to ReCapture Depth To Point Cloud")
         device = comfy.model_management.get_torch_device()
         progress = Progress(point_cloud.num_frames)
         anchor, mask = render_anchor(_to(point_cloud, device), _to(camera_path, device),

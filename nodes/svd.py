@@ -9,7 +9,7 @@ import comfy.model_management
 import folder_paths
 import torch
 
-from ._api import Progress, io, model_path, releasing_memory, ui
+from ._api import Progress, io, model_path, releasing_memory, require_finite, ui, writable_folder
 
 SVDType = io.Custom("RECAPTURE_SVD")
 LoRAType = io.Custom("RECAPTURE_LORA")
@@ -80,7 +80,8 @@ class ReCaptureLoadSVD(io.ComfyNode):
 
 
 def _lora_dir() -> str:
-    return os.path.join(folder_paths.get_folder_paths("loras")[0], LORA_SUBFOLDER)
+    """models/loras/recapture/; refused when it is a symlink that leads outside models/loras/."""
+    return writable_folder(folder_paths.get_folder_paths("loras")[0], LORA_SUBFOLDER, "models/loras")
 
 
 def _free_lora_name(name: str) -> str:
@@ -145,6 +146,9 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
         from ..recapture.lora import save_lora_file
         from ..recapture.train import TrainConfig, loss_curve_image, train_recapture_lora
 
+        for name, value, maker in (("anchor", anchor, "Render Anchor"), ("mask", mask, "Render Anchor"),
+                                   ("source", source, "Load Video")):
+            require_finite(name, value, f"connect the {name} straight from ReCapture {maker}")
         stem = _free_lora_name(lora_name)
         config = TrainConfig(rank=rank, learning_rate=learning_rate, steps=steps, seed=seed,
                              conditioning_frame=conditioning_frame, fps=fps, motion_bucket_id=motion_bucket_id,
@@ -266,6 +270,9 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
         if image_prompt == PROMPT_FRAMES[1] and source is None:
             raise ValueError("image_prompt is the first source frame but no source is connected: connect the source "
                              "frames or use the first anchor frame")
+        require_finite("anchor", anchor, "connect the anchor straight from ReCapture Render Anchor")
+        if source is not None:
+            require_finite("source", source, "connect the source frames straight from ReCapture Load Video")
         prompt = (source if image_prompt == PROMPT_FRAMES[1] else anchor)[0]
         config = SampleConfig(steps=steps, min_guidance=min_guidance, max_guidance=max_guidance, fps=fps,
                               motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength, seed=seed,
@@ -301,6 +308,7 @@ class ReCaptureSDEditRefine(io.ComfyNode):
     def execute(cls, svd, lora, frames, strength, steps, seed) -> io.NodeOutput:
         from ..recapture.sampling import SampleConfig, sdedit
 
+        require_finite("frames", frames, "connect the frames straight from ReCapture SVD Dual-LoRA Sample")
         progress = Progress(max(1, round(steps * strength)))
         with torch.inference_mode(False), releasing_memory():
             refined = sdedit(svd, lora, frames.clone(), strength, SampleConfig(steps=steps, seed=seed),

@@ -133,6 +133,9 @@ def make_point_cloud(frames: torch.Tensor, depth: torch.Tensor, *, kind: str, fo
         raise ValueError(
             f"the frames are {frames.shape[2]}x{frames.shape[1]} but the depth is {depth.shape[2]}x{depth.shape[1]}: "
             "resize the depth to the frames' size")
+    if not torch.isfinite(frames).all():
+        raise ValueError(f"the frames have {int((~torch.isfinite(frames)).sum())} NaN or infinite values: they "
+                         "must be colours in 0..1; fix the step that made them")
     n, h, w = depth.shape
     intrinsics = intrinsics_from_fov(fov_deg, h, w).to(depth.device).expand(n, 3, 3).contiguous()
     metric = remove_depth_edges(depth_to_metric(depth, kind, near, far), edge_threshold)

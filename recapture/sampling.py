@@ -115,6 +115,8 @@ def sample_video(models: SVDModels, lora: TrainedLoRA | None, prompt_frame: torc
         ``(num_frames, H, W, 3)`` frames in 0..1.
     """
     config = config or SampleConfig()
+    if not torch.isfinite(prompt_frame).all():
+        raise ValueError("the image prompt frame has NaN or infinite values: use a frame with colours in 0..1")
     h, w = prompt_frame.shape[:2]
     if h % 8 or w % 8:
         raise ValueError(f"the frame size must be a multiple of 8 (64 for real SVD), got {w}x{h}")
@@ -141,6 +143,8 @@ def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, st
     config = config or SampleConfig()
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be between 0 and 1, got {strength}")
+    if not torch.isfinite(frames).all():
+        raise ValueError("the frames to refine have NaN or infinite values: refine frames with colours in 0..1")
     generator = torch.Generator("cpu").manual_seed(config.seed)
     x0 = encode_latents(models, frames)[None]
     run = round(config.steps * strength)

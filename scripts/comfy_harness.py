@@ -72,6 +72,7 @@ class ComfyServer:
     log_path: Path | None = None
     extra_args: tuple[str, ...] = ()
     echo_log: bool = False  # print the server's log to this terminal instead of the log file
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for the server process
     process: subprocess.Popen | None = None
 
     @property
@@ -81,8 +82,8 @@ class ComfyServer:
     def start(self, timeout: float = 180.0) -> "ComfyServer":
         prepare_base(self.base)
         self.log_path = self.log_path or self.base / "comfyui.log"
-        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DO_NOT_TRACK="1",
-                   PYTHONUNBUFFERED="1")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
+               "PYTHONUNBUFFERED": "1", **self.env}
         cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(self.base),
                *self.extra_args]

@@ -84,6 +84,10 @@ def test_make_point_cloud_checks_the_inputs():
         make_point_cloud(frames, torch.rand(2, 8, 12), kind="metric")
     with pytest.raises(ValueError, match="frames are 12x8 but the depth is 6x4"):
         make_point_cloud(frames, torch.rand(3, 4, 6), kind="metric")
+    bad = frames.clone()
+    bad[1, 2, 3, 0], bad[2, 0, 0, 1] = math.nan, math.inf
+    with pytest.raises(ValueError, match="the frames have 2 NaN or infinite values"):  # not NaN-coloured points
+        make_point_cloud(bad, torch.rand(3, 8, 12) + 0.1, kind="inverse")
 
 
 def test_preview_files_parse_back(tmp_path):

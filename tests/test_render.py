@@ -110,6 +110,11 @@ def test_near_points_win():
     anchor, mask = render_anchor(cloud, CameraPath(poses=pose[None], fov_deg=torch.tensor([math.nan])))
     centre = anchor[0, 3:5, 2:4]
     assert (centre[..., 0] > 0.99).all() and (centre[..., 2] < 0.01).all()
+    # NaN colours (a cloud made by other code) are refused instead of rendering a NaN anchor
+    nan_cloud = PointCloud(colors=colors.clone().index_fill_(1, torch.tensor([0]), math.nan), depth=depth,
+                           intrinsics=k)
+    with pytest.raises(ValueError, match="colours have NaN or infinite values"):
+        render_anchor(nan_cloud, CameraPath(poses=pose[None], fov_deg=torch.tensor([math.nan])))
 
 
 def test_invalid_points_leave_holes_and_holes_can_grow():

@@ -153,6 +153,10 @@ def test_sdedit_uses_only_the_spatial_lora(models, frames, lora):
     assert not torch.allclose(sdedit(models, zero_spatial, frames, 0.6, config), with_lora)  # spatial used
     with pytest.raises(ValueError, match="strength must be between 0 and 1"):
         sdedit(models, None, frames, 1.5)
+    with pytest.raises(ValueError, match="frames to refine have NaN"):
+        sdedit(models, None, frames.clone().fill_(float("nan")), 0.5)
+    with pytest.raises(ValueError, match="image prompt frame has NaN"):
+        sample_video(models, None, frames[0].clone().fill_(float("inf")), 4)
 
 
 def test_training_releases_its_memory_before_sampling(models, frames):
