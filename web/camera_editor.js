@@ -219,6 +219,16 @@ class CameraEditor {
       }
       return;
     }
+    // Values outside a widget's own range (set by a script) are reported here: the server would refuse
+    // them with HTTP 400, which the browser logs as a console error.
+    for (const name of ["amount", "frames", "pivot_distance"]) {
+      const { min, max } = widgetOf(this.node, name)?.options ?? {};
+      const value = v[name];
+      if (typeof value !== "number" || !Number.isFinite(value) || value < (min ?? -Infinity) || value > (max ?? Infinity)) {
+        this.show(null, "preset", `${name} must be between ${min} and ${max}, got ${value}`);
+        return;
+      }
+    }
     const pivot = v.pivot_distance > 0 ? v.pivot_distance : this.run?.pivot_distance ?? 1.0;
     // With a point cloud connected the node takes the clip's frame count: the last run knows it.
     const frames = this.pointCloudLinked() && this.run ? this.run.path.frames.length : v.frames;
