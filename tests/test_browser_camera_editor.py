@@ -195,3 +195,24 @@ def test_running_the_anchor_workflow_shows_the_point_cloud_and_the_anchor_previe
     canvas.wait_for_function("(id) => (window.app.nodeOutputs?.[String(id)]?.images?.length ?? 0) > 0",
                              arg=render, timeout=60_000)
     assert pack_console_errors(canvas.messages) == []
+
+
+def test_the_node_works_when_the_3d_view_cannot_load(canvas, artifacts):
+    """three.js blocked (as with a broken install or a proxy): the editor says so, warns once in the
+    console, and the node still edits, saves and converts to a prompt."""
+    canvas.route("**/lib/three/three.module.mjs", lambda route: route.abort())
+    fresh_graph(canvas)
+    add_node(canvas, 1, (100, 120), preset="orbit_left", amount=10.0, pivot_distance=2.0)
+    add_node(canvas, 2, (560, 120), preset="dolly_in", amount=10.0, pivot_distance=2.0)
+    wait_status(canvas, 1, "3D view unavailable")
+    wait_status(canvas, 2, "3D view unavailable")
+    wait_status(canvas, 1, "orbit_left 10")  # the path still loads; only the drawing is missing
+    set_widget(canvas, 1, "preset", "pan_left")
+    wait_status(canvas, 1, "pan_left 10")
+    canvas.screenshot(path=str(artifacts / "camera_editor_unavailable.png"))
+    warnings = [m for m in canvas.messages if m["type"] == "warning" and "[ReCapture] camera editor" in m["text"]]
+    assert len(warnings) == 1, warnings
+    prompt = canvas.evaluate("async () => (await window.app.graphToPrompt()).output")
+    assert prompt["1"]["inputs"]["preset"] == "pan_left" and prompt["2"]["inputs"]["custom_path"] == ""
+    # the blocked request itself is logged by the browser; nothing else of ours may be
+    assert [m for m in pack_console_errors(canvas.messages) if "three.module.mjs" not in m["url"]] == []

@@ -12,6 +12,7 @@ const WIDGET_TYPE = "RECAPTURE_CAMERA_EDITOR"; // unique, so the Vue node render
 const WATCHED = ["preset", "amount", "easing", "frames", "pivot_distance", "custom_path"];
 const DEBOUNCE_MS = 150;
 const MIN_HEIGHT = 300;
+const UNAVAILABLE = "3D view unavailable (see the browser console)";
 const COLORS = {
   background: 0x15181d,
   source: 0xf2f2f2, // the source camera: white
@@ -96,8 +97,10 @@ class CameraEditor {
     this.timer = null;
     this.disposed = false;
     this.element = this.buildDom();
+    this.unavailable = false;
     this.ready = this.initThree().catch((e) => {
-      this.setStatus("3D view unavailable (see the browser console)");
+      this.unavailable = true;
+      this.setStatus(UNAVAILABLE);
       warnOnce("could not start the 3D view", e);
     });
   }
@@ -184,6 +187,7 @@ class CameraEditor {
   }
 
   setStatus(text) {
+    if (this.unavailable && text !== UNAVAILABLE) text = `${text}; ${UNAVAILABLE}`;
     this.status = text;
     this.statusLine.textContent = text;
     this.statusLine.title = text;
