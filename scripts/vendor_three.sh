@@ -21,13 +21,14 @@ mkdir -p "$DEST"
 # three.module.js imports './three.core.js': point it at the renamed file.
 sed "s#from './three.core.js'#from './three.core.mjs'#g" "$PKG/build/three.module.js" > "$DEST/three.module.mjs"
 cp "$PKG/build/three.core.js" "$DEST/three.core.mjs"
-# OrbitControls imports the bare specifier 'three', which only an import map resolves: make it relative.
-sed "s#from 'three'#from './three.module.mjs'#g" "$PKG/examples/jsm/controls/OrbitControls.js" \
-  > "$DEST/OrbitControls.mjs"
+# The controls import the bare specifier 'three', which only an import map resolves: make it relative.
+for controls in OrbitControls TransformControls; do
+  sed "s#from 'three'#from './three.module.mjs'#g" "$PKG/examples/jsm/controls/$controls.js" > "$DEST/$controls.mjs"
+done
 cp "$PKG/LICENSE" "$DEST/LICENSE"
 cat > "$DEST/README.md" <<README
 three.js $VERSION (MIT, see LICENSE), vendored by scripts/vendor_three.sh from the npm package:
-build/three.module.js, build/three.core.js and examples/jsm/controls/OrbitControls.js, renamed to .mjs
+build/three.module.js, build/three.core.js and examples/jsm/controls/{Orbit,Transform}Controls.js, renamed to .mjs
 (so ComfyUI does not load them as extensions) with their imports made relative. Do not edit by hand.
 README
 
