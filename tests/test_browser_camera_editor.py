@@ -216,3 +216,48 @@ def test_the_node_works_when_the_3d_view_cannot_load(canvas, artifacts):
     assert prompt["1"]["inputs"]["preset"] == "pan_left" and prompt["2"]["inputs"]["custom_path"] == ""
     # the blocked request itself is logged by the browser; nothing else of ours may be
     assert [m for m in pack_console_errors(canvas.messages) if "three.module.mjs" not in m["url"]] == []
+
+
+def test_dragging_the_keyframe_gizmo_writes_a_smooth_custom_path(canvas, artifacts):
+    """A person drags the highlighted camera's gizmo with the mouse: the path bends smoothly around that
+    frame, the ends stay, and the result lands in custom_path (so it is saved and sent with the prompt)."""
+    fresh_graph(canvas)
+    add_node(canvas, 1, (200, 120), preset="truck_right", amount=50.0, pivot_distance=2.0, frames=9,
+             easing="linear")
+    wait_status(canvas, 1, "truck_right 50")
+    canvas.evaluate("""() => { const e = window.app.graph.getNodeById(1).recaptureEditor;
+      e.scrubber.value = '4'; e.scrubber.dispatchEvent(new Event('input')); }""")
+    canvas.wait_for_timeout(300)
+    before = pixels(canvas, 1)
+    # where the gizmo's centre handle is on screen
+    x, y = canvas.evaluate("""() => { const e = window.app.graph.getNodeById(1).recaptureEditor;
+      const v = e.gizmoTarget.position.clone().project(e.camera), r = e.canvas.getBoundingClientRect();
+      return [r.left + (v.x + 1) / 2 * r.width, r.top + (1 - v.y) / 2 * r.height]; }""")
+    canvas.mouse.move(x, y)
+    canvas.mouse.move(x + 1, y)  # hover picks the handle
+    canvas.mouse.down()
+    for step in range(1, 11):
+        canvas.mouse.move(x + 1, y - 6 * step)  # straight up on screen
+    canvas.mouse.up()
+    wait_status(canvas, 1, "custom_path: 9 cameras")
+    canvas.screenshot(path=str(artifacts / "camera_editor_gizmo_drag.png"))
+    path = json.loads(canvas.evaluate(
+        "() => window.app.graph.getNodeById(1).widgets.find(w => w.name === 'custom_path').value"))
+    preset = camera_json(canvas, "truck_right", 50.0, 2.0, 9)
+    offsets = [[n[r][3] - o[r][3] for r in range(3)] for n, o in
+               ((f["pose"], g["pose"]) for f, g in zip(path["frames"], preset["frames"]))]
+    up = [-o[1] for o in offsets]  # OpenCV +y is down
+    assert up[4] > 0.05, offsets  # the dragged frame went up
+    assert up[0] == pytest.approx(0, abs=1e-6) and up[8] == pytest.approx(0, abs=1e-6)  # the ends stay
+    assert up[0] < up[1] < up[2] < up[3] < up[4] and up[4] > up[5] > up[6] > up[7] > up[8]  # smooth falloff
+    assert all(f["pose"][r][:3] == g["pose"][r][:3] for f, g in zip(path["frames"], preset["frames"])
+               for r in range(3))  # rotations kept
+    assert changed(before, pixels(canvas, 1)) > 50
+    assert pack_console_errors(canvas.messages) == []
+
+
+def camera_json(page, preset: str, amount: float, pivot: float, frames: int) -> dict:
+    return page.evaluate("""async (body) => (await (await window.app.api.fetchApi('/recapture/camera_path',
+        {method: 'POST', body: JSON.stringify(body)})).json())""",
+                         {"preset": preset, "amount": amount, "easing": "linear", "frames": frames,
+                          "pivot_distance": pivot, "fov_deg": 60.0})

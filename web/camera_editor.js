@@ -35,8 +35,10 @@ function warnOnce(message, error) {
 
 function loadThree() {
   // Relative to this file: the pack's folder name depends on how it was installed.
-  threeModules ??= Promise.all([import("./lib/three/three.module.mjs"), import("./lib/three/OrbitControls.mjs")])
-    .then(([THREE, controls]) => ({ THREE, OrbitControls: controls.OrbitControls }));
+  threeModules ??= Promise.all([import("./lib/three/three.module.mjs"), import("./lib/three/OrbitControls.mjs"),
+    import("./lib/three/TransformControls.mjs")])
+    .then(([THREE, orbit, transform]) => ({ THREE, OrbitControls: orbit.OrbitControls,
+      TransformControls: transform.TransformControls }));
   return threeModules;
 }
 
@@ -63,6 +65,23 @@ function frustumVertices(pose, fovDeg, aspect, depth) {
 }
 
 const IDENTITY = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]];
+
+/**
+ * A path with frame ``k`` moved by ``delta`` (OpenCV axes, scene units) as a keyframe: the frames around
+ * it follow with a smooth falloff (half cosine) to the first and last frames, which stay where they are
+ * unless ``k`` is one of them, so the move stays smooth. Rotations and fields of view are kept.
+ */
+export function moveKeyframe(path, k, delta) {
+  const n = path.frames.length;
+  const ease = (t) => 0.5 - 0.5 * Math.cos(Math.PI * t);
+  const frames = path.frames.map((frame, i) => {
+    const weight = i === k ? 1 : i < k ? ease(i / k) : ease((n - 1 - i) / (n - 1 - k));
+    const pose = frame.pose.map((row) => row.slice());
+    for (let r = 0; r < 3; r++) pose[r][3] += weight * delta[r];
+    return { ...frame, pose };
+  });
+  return { ...path, frames };
+}
 
 function widgetOf(node, name) {
   return node.widgets?.find((w) => w.name === name);
@@ -125,7 +144,7 @@ class CameraEditor {
     this.scrubber.min = "0";
     this.scrubber.max = "0";
     this.scrubber.value = "0";
-    this.scrubber.title = "Frame to highlight (green)";
+    this.scrubber.title = "Frame to highlight (green); drag its gizmo in the view to move that camera";
     this.scrubber.style.flex = "1 1 auto";
     this.scrubber.addEventListener("input", () => this.select(Number(this.scrubber.value)));
     this.frameLabel = document.createElement("span");
@@ -153,7 +172,7 @@ class CameraEditor {
   }
 
   async initThree() {
-    const { THREE, OrbitControls } = await loadThree();
+    const { THREE, OrbitControls, TransformControls } = await loadThree();
     if (this.disposed) return;
     this.THREE = THREE;
     this.renderer = new THREE.WebGLRenderer({ canvas: this.canvas, antialias: true, preserveDrawingBuffer: true });
@@ -165,6 +184,20 @@ class CameraEditor {
     this.controls.addEventListener("change", () => this.render());
     this.group = new THREE.Group(); // path, frustums, pivot: rebuilt on every path change
     this.scene.add(this.group);
+    // The keyframe gizmo: drag the highlighted camera; on release the edited path goes into custom_path.
+    this.gizmoTarget = new THREE.Object3D();
+    this.scene.add(this.gizmoTarget);
+    this.gizmo = new TransformControls(this.camera, this.canvas);
+    this.gizmo.setSize(0.8);
+    this.gizmo.attach(this.gizmoTarget);
+    this.scene.add(this.gizmo.getHelper());
+    this.gizmo.addEventListener("change", () => this.render());
+    this.gizmo.addEventListener("dragging-changed", (e) => this.guard(() => {
+      this.controls.enabled = !e.value; // the gizmo's drag must not also orbit the view
+      if (e.value) this.dragStart();
+      else this.dragEnd();
+    }));
+    this.gizmo.addEventListener("objectChange", () => this.guard(() => this.dragMove()));
     this.resizeObserver = new ResizeObserver(() => this.render());
     this.resizeObserver.observe(this.viewport);
     this.viewScale = null;
@@ -276,6 +309,25 @@ class CameraEditor {
     this.check();
   }
 
+  dragStart() {
+    if (!this.path) return;
+    this.drag = { base: this.path, frame: this.selected, origin: this.gizmoTarget.position.clone(), moved: false };
+  }
+
+  dragMove() {
+    if (!this.drag) return;
+    const d = this.gizmoTarget.position.clone().sub(this.drag.origin);
+    this.drag.moved = d.lengthSq() > 0;
+    this.path = moveKeyframe(this.drag.base, this.drag.frame, toThree(d.x, d.y, d.z)); // the flip is its own inverse
+    this.rebuild();
+  }
+
+  dragEnd() {
+    const drag = this.drag;
+    this.drag = null;
+    if (drag?.moved) this.setCustomPath(JSON.stringify(this.path));
+  }
+
   bakePreset() {
     if (!this.presetPath) throw new Error("no preset path to bake yet");
     this.setCustomPath(JSON.stringify(this.presetPath));
@@ -365,7 +417,9 @@ class CameraEditor {
       const centres = frames.map((fr) => toThree(fr.pose[0][3], fr.pose[1][3], fr.pose[2][3]));
       const g = new THREE.BufferGeometry().setFromPoints(centres.map((c) => new THREE.Vector3(...c)));
       this.group.add(new THREE.Line(g, new THREE.LineBasicMaterial({ color: COLORS.line })));
+      if (!this.drag) this.gizmoTarget.position.set(...centres[Math.min(this.selected, frames.length - 1)]);
     }
+    this.gizmo.enabled = this.gizmo.getHelper().visible = frames.length > 0;
     const p = 0.05 * s, z = -s; // the pivot (0, 0, s) in OpenCV
     lines([-p, 0, z, p, 0, z, 0, -p, z, 0, p, z, 0, 0, z - p, 0, 0, z + p], null,
       new THREE.LineBasicMaterial({ color: COLORS.pivot }));
@@ -403,6 +457,7 @@ class CameraEditor {
     this.disposed = true;
     clearTimeout(this.timer);
     this.resizeObserver?.disconnect();
+    this.gizmo?.dispose();
     this.controls?.dispose();
     this.renderer?.dispose();
     this.renderer?.forceContextLoss(); // browsers allow ~16 WebGL contexts: give this one back now
