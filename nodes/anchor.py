@@ -140,8 +140,13 @@ class ReCaptureCameraTrajectory(io.ComfyNode):
             frames = point_cloud.num_frames
             k = point_cloud.intrinsics[0]
             source_fov = float(torch.rad2deg(2 * torch.atan(point_cloud.width / (2 * k[0, 0]))))
+        uses_preset = not custom_path.strip() and camera_file == NO_FILE
         if pivot_distance <= 0 and point_cloud is not None:
-            pivot_distance = camera.pivot_distance_from_depth(point_cloud.depth[0])
+            try:  # the preset needs it; a file or custom path only shows it in the editor
+                pivot_distance = camera.pivot_distance_from_depth(point_cloud.depth[0])
+            except camera.CameraPathError:
+                if uses_preset:
+                    raise
         if custom_path.strip():
             path = camera.resample_path(camera.path_from_json_text(custom_path, "custom_path"), frames)
         elif camera_file != NO_FILE:
