@@ -40,6 +40,9 @@ class ReCaptureExtension(ComfyExtension):
 
 
 async def comfy_entrypoint() -> ReCaptureExtension:
+    from .routes import register_routes
+
+    register_routes()  # the camera editor's path preview (web/camera_editor.js)
     missing = missing_dependencies()
     if missing:
         logging.warning(

@@ -96,7 +96,8 @@ class ReCaptureCameraTrajectory(io.ComfyNode):
             description=(
                 "The new camera path, one camera per frame, relative to each frame's source camera. Presets "
                 "(orbit around the subject, pan, tilt, truck, pedestal, dolly, zoom, roll) or a camera file: "
-                "ReCapture JSON, RealEstate10K / CameraCtrl .txt, NeRF transforms.json."
+                "ReCapture JSON, RealEstate10K / CameraCtrl .txt, NeRF transforms.json. The 3D editor on the "
+                "node shows the path (and, after a run, the first frame's point cloud)."
             ),
             inputs=[
                 io.Combo.Input("preset", options=list(camera.PRESETS), default="orbit_left",
@@ -120,6 +121,11 @@ class ReCaptureCameraTrajectory(io.ComfyNode):
                 PointCloudType.Input("point_cloud", optional=True,
                                      tooltip="The scene: gives the pivot distance, the frame count and the source "
                                              "field of view."),
+                io.String.Input("custom_path", default="", multiline=False, optional=True,
+                                tooltip="A path in ReCapture's camera file JSON (the path_json output's format), "
+                                        "usually written by the 3D camera editor below; when not empty it "
+                                        "replaces the preset and the camera file and is resampled to the "
+                                        "frame count. Empty = use the preset."),
             ],
             outputs=[
                 CameraPathType.Output("camera_path", display_name="camera_path", tooltip="One new camera per frame."),
@@ -129,23 +135,56 @@ class ReCaptureCameraTrajectory(io.ComfyNode):
 
     @classmethod
     def execute(cls, preset: str, amount: float, easing: str, frames: int, pivot_distance: float,
-                camera_file: str, point_cloud: PointCloud | None = None) -> io.NodeOutput:
+                camera_file: str, point_cloud: PointCloud | None = None, custom_path: str = "") -> io.NodeOutput:
         source_fov = 60.0
         if point_cloud is not None:
             frames = point_cloud.num_frames
             k = point_cloud.intrinsics[0]
             source_fov = float(torch.rad2deg(2 * torch.atan(point_cloud.width / (2 * k[0, 0]))))
-        if camera_file != NO_FILE:
+        uses_preset = not custom_path.strip() and camera_file == NO_FILE
+        if pivot_distance <= 0 and point_cloud is not None:
+            try:  # the preset needs it; a file or custom path only shows it in the editor
+                pivot_distance = camera.pivot_distance_from_depth(point_cloud.depth[0])
+            except camera.CameraPathError:
+                if uses_preset:
+                    raise
+        if custom_path.strip():
+            path = camera.resample_path(camera.path_from_json_text(custom_path, "custom_path"), frames)
+        elif camera_file != NO_FILE:
             path = camera.resample_path(camera.load_path_file(input_path(camera_file)), frames)
         else:
             if pivot_distance <= 0:
-                if point_cloud is None:
-                    raise ValueError("pivot_distance is 0 (auto) but no point cloud is connected: connect "
-                                     "ReCapture Depth To Point Cloud or set pivot_distance")
-                pivot_distance = camera.pivot_distance_from_depth(point_cloud.depth[0])
+                raise ValueError("pivot_distance is 0 (auto) but no point cloud is connected: connect "
+                                 "ReCapture Depth To Point Cloud or set pivot_distance")
             path = camera.preset_path(preset, frames, amount, pivot_distance=pivot_distance, easing=easing,
                                       source_fov_deg=source_fov)
-        return io.NodeOutput(path, json.dumps(camera.path_to_json(path)))
+        path_json = camera.path_to_json(path)
+        editor = _editor_data(path_json, point_cloud, pivot_distance, source_fov)
+        return io.NodeOutput(path, json.dumps(path_json), ui={"recapture_camera": [editor]})
+
+
+EDITOR_POINTS = 30_000  # enough to read the scene, small enough to redraw while orbiting
+
+
+def _editor_data(path_json: dict, point_cloud: PointCloud | None, pivot_distance: float, source_fov: float) -> dict:
+    """What the camera editor draws after a run: the path, the pivot, the source camera, and the first
+    frame's points written to the temp folder (fetched with /view). Headless runs just ignore it."""
+    data = {"path": path_json, "pivot_distance": pivot_distance if pivot_distance > 0 else None,
+            "source_fov_deg": source_fov, "points": None}
+    if point_cloud is None:
+        return data
+    import folder_paths
+
+    from ..recapture.pointcloud import point_cloud_preview_points, write_preview_points
+
+    points, colors = point_cloud_preview_points(point_cloud, frame=0, max_points=EDITOR_POINTS)
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+        "recapture/camera_editor", folder_paths.get_temp_directory())
+    filename = f"{name}_{counter:05}_.bin"
+    count = write_preview_points(os.path.join(folder, filename), points, colors)
+    data["points"] = {"filename": filename, "subfolder": subfolder, "type": "temp", "count": count}
+    data["aspect"] = point_cloud.width / point_cloud.height
+    return data
 
 
 class ReCaptureRenderAnchor(io.ComfyNode):

@@ -237,6 +237,52 @@ def load_path_json(file: str | os.PathLike) -> CameraPath:
     return path_from_json(_read_json(file))
 
 
+def path_from_json_text(text: str, source: str) -> CameraPath:
+    """A camera file given as a string (a widget's value, a request body) -> its path.
+
+    ``source`` names where the text came from, so the message points the user at it.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CameraPathError(
+            f"{source} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): paste a ReCapture "
+            "camera file ({\"version\": 1, \"convention\": \"opencv\", \"frames\": [...]}, as the path_json "
+            f"output writes it) or clear {source} to use the preset") from None
+    try:
+        return path_from_json(data)
+    except CameraPathError as e:
+        raise CameraPathError(f"{source}: {e}") from None
+
+
+def _number(params: dict, name: str, kind: type, low: float, high: float):
+    value = params.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CameraPathError(f"'{name}' must be a number, got {value!r}")
+    if kind is int and value != int(value):
+        raise CameraPathError(f"'{name}' must be a whole number, got {value!r}")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise CameraPathError(f"'{name}' must be between {low:g} and {high:g}, got {value!r}")
+    return kind(value)
+
+
+def preset_path_json(params: dict) -> dict:
+    """The camera file of a preset move, from the editor's request
+    ``{preset, amount, easing, frames, pivot_distance, fov_deg}``: the browser draws exactly what the
+    node will compute, without re-implementing the presets. Raises ``CameraPathError`` on bad values."""
+    if not isinstance(params, dict):
+        raise CameraPathError("the request must be a JSON object {preset, amount, easing, frames, pivot_distance, fov_deg}")
+    preset, easing = params.get("preset"), params.get("easing", "ease_in_out")
+    if preset not in PRESETS:
+        raise CameraPathError(f"unknown camera preset {preset!r}: use one of {', '.join(PRESETS)}")
+    if easing not in EASINGS:
+        raise CameraPathError(f"unknown easing {easing!r}: use one of {', '.join(EASINGS)}")
+    path = preset_path(preset, _number(params, "frames", int, 1, 10_000), _number(params, "amount", float, -3600, 3600),
+                       pivot_distance=_number(params, "pivot_distance", float, 1e-6, 1e6), easing=easing,
+                       source_fov_deg=_number({"fov_deg": params.get("fov_deg", 60.0)}, "fov_deg", float, 1, 179))
+    return path_to_json(path)
+
+
 # --- Importers --------------------------------------------------------------------------------------
 def _relative_to_first(camera_to_world: torch.Tensor) -> torch.Tensor:
     """``(N, 4, 4)`` camera-to-world (OpenCV axes) -> poses relative to the first camera."""

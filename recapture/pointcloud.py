@@ -155,6 +155,16 @@ def point_cloud_preview_points(cloud: PointCloud, frame: int = 0,
     return xyz[::stride], rgb[::stride]
 
 
+def write_preview_points(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray) -> int:
+    """The points for the browser's camera editor, in the simplest format a ``fetch`` can read into typed
+    arrays: ``N`` x 3 little-endian float32 positions (OpenCV axes), then ``N`` x 3 uint8 colours.
+    Returns ``N``."""
+    rgb = (np.clip(colors, 0, 1) * 255 + 0.5).astype(np.uint8)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(np.ascontiguousarray(points, dtype="<f4").tobytes() + rgb.tobytes())
+    return len(points)
+
+
 def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray) -> None:
     """Binary little-endian PLY: float x y z (OpenCV axes), uchar red green blue."""
     data = np.empty(len(points), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),

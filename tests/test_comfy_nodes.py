@@ -13,7 +13,7 @@ NODES = {
     "ReCaptureDepthToPointCloud": {"frames", "depth", "depth_kind", "near", "far", "fov_deg", "edge_threshold",
                                    "preview_points"},
     "ReCaptureCameraTrajectory": {"preset", "amount", "easing", "frames", "pivot_distance", "camera_file",
-                                  "point_cloud"},
+                                  "point_cloud", "custom_path"},
     "ReCaptureRenderAnchor": {"point_cloud", "camera_path", "dilate_holes"},
     "ReCaptureLoadSVD": {"model", "dtype"},
     "ReCaptureTrainMaskedLoRA": {"svd", "anchor", "mask", "source", "steps", "frames", "learning_rate", "rank", "seed",

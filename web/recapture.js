@@ -1,6 +1,7 @@
 // ComfyUI-ReCapture frontend extension. Served at /extensions/<pack folder>/; relative imports only,
 // because the folder name depends on how the pack was installed.
 import { app } from "../../scripts/app.js";
+import { NODE_TYPE as CAMERA_NODE, attachCameraEditor } from "./camera_editor.js";
 
 const NODE_COLOR = "#2a3a4f";
 const NODE_BGCOLOR = "#1d2733";
@@ -13,5 +14,7 @@ app.registerExtension({
       node.color ??= NODE_COLOR;
       node.bgcolor ??= NODE_BGCOLOR;
     }
+    // The 3D camera-path editor: one per node, each with its own view (attachCameraEditor never throws).
+    if (node.comfyClass === CAMERA_NODE) attachCameraEditor(node);
   },
 });

@@ -1,0 +1,263 @@
+"""The 3D camera-path editor on Camera Trajectory nodes, in the real frontend with real WebGL (SwiftShader).
+
+Pixels are read back from each editor's own canvas, so a blank or unchanged view fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from comfy_harness import REPO
+from test_browser_canvas import canvas, pack_console_errors  # noqa: F401  (the page fixture)
+
+pytestmark = pytest.mark.browser
+
+NODE = "ReCaptureCameraTrajectory"
+BACKGROUND = (0x15, 0x18, 0x1D)
+
+# Reads an editor's canvas: pixels that are not background, distinct colours, a coarse pixel sample for
+# comparing two drawings, and how many pixels are near the source (white) and selected (green) colours.
+PIXELS_JS = """(id) => {
+  const editor = window.app.graph.getNodeById(id).recaptureEditor;
+  const src = editor.canvas, w = src.width, h = src.height;
+  const c = document.createElement('canvas'); c.width = w; c.height = h;
+  const ctx = c.getContext('2d'); ctx.drawImage(src, 0, 0);
+  const d = ctx.getImageData(0, 0, w, h).data;
+  let drawn = 0, white = 0, green = 0; const colours = new Set(), sample = [];
+  for (let i = 0; i < d.length; i += 4) {
+    const r = d[i], g = d[i + 1], b = d[i + 2];
+    if (Math.abs(r - %d) + Math.abs(g - %d) + Math.abs(b - %d) > 24) drawn++;
+    if (r > 200 && g > 200 && b > 200) white++;
+    if (g > 180 && r < 140 && b < 160) green++;
+    colours.add((r >> 3) << 10 | (g >> 3) << 5 | (b >> 3));
+    if ((i / 4) %% 7 === 0) sample.push(r + g + b);
+  }
+  return {w, h, drawn, white, green, distinct: colours.size, sample, renders: editor.renders};
+}""" % BACKGROUND
+
+
+def add_node(page, node_id: int, pos: tuple[int, int], **widgets) -> None:
+    page.evaluate("""([id, pos, widgets]) => {
+      const n = LiteGraph.createNode('%s'); n.id = id; window.app.graph.add(n); n.pos = pos;
+      for (const [k, v] of Object.entries(widgets)) n.widgets.find(w => w.name === k).value = v;
+      window.app.graph.setDirtyCanvas(true, true);
+    }""" % NODE, [node_id, list(pos), widgets])
+
+
+def set_widget(page, node_id: int, name: str, value) -> None:
+    """As the canvas does when a person edits a widget: new value, then its callback."""
+    page.evaluate("""([id, name, value]) => {
+      const w = window.app.graph.getNodeById(id).widgets.find(w => w.name === name);
+      w.value = value; w.callback?.(value, window.app.canvas, window.app.graph.getNodeById(id));
+    }""", [node_id, name, value])
+
+
+def wait_status(page, node_id: int, text: str, timeout: int = 20_000) -> None:
+    page.wait_for_function("([id, text]) => window.app.graph.getNodeById(id)?.recaptureEditor?.status.includes(text)",
+                           arg=[node_id, text], timeout=timeout)
+    page.wait_for_timeout(300)  # the redraw follows the status line in the same task; let it land
+
+
+def pixels(page, node_id: int) -> dict:
+    return page.evaluate(PIXELS_JS, node_id)
+
+
+def changed(a: dict, b: dict) -> int:
+    assert len(a["sample"]) == len(b["sample"])
+    return sum(abs(x - y) > 40 for x, y in zip(a["sample"], b["sample"]))
+
+
+def fresh_graph(page) -> None:
+    page.evaluate("""() => { const app = window.app; app.graph.clear(); app.canvas.ds.scale = 1;
+      app.canvas.ds.offset = [0, 0]; app.graph.setDirtyCanvas(true, true); }""")
+
+
+def test_editor_draws_the_path_and_follows_preset_amount_and_scrubber(canvas, artifacts):
+    fresh_graph(canvas)
+    add_node(canvas, 1, (120, 120), preset="orbit_left", amount=20.0, pivot_distance=2.0)
+    wait_status(canvas, 1, "orbit_left 20")
+    first = pixels(canvas, 1)
+    canvas.screenshot(path=str(artifacts / "camera_editor_orbit.png"))
+    assert first["w"] > 200 and first["h"] > 150
+    assert first["drawn"] > 800 and first["distinct"] > 12, {k: first[k] for k in ("drawn", "distinct")}
+    assert first["white"] > 20 and first["green"] > 20  # the source camera and the scrubbed frame both show
+
+    set_widget(canvas, 1, "preset", "pedestal_up")
+    wait_status(canvas, 1, "pedestal_up 20")
+    pedestal = pixels(canvas, 1)
+    assert changed(first, pedestal) > 100
+
+    set_widget(canvas, 1, "amount", 80.0)
+    wait_status(canvas, 1, "pedestal_up 80")
+    more = pixels(canvas, 1)
+    assert changed(pedestal, more) > 100
+    canvas.screenshot(path=str(artifacts / "camera_editor_pedestal.png"))
+
+    # scrubbing to the last frame moves the green camera
+    canvas.evaluate("""() => { const e = window.app.graph.getNodeById(1).recaptureEditor;
+      e.scrubber.value = e.scrubber.max; e.scrubber.dispatchEvent(new Event('input')); }""")
+    canvas.wait_for_timeout(300)
+    scrubbed = pixels(canvas, 1)
+    assert canvas.evaluate("() => window.app.graph.getNodeById(1).recaptureEditor.selected") == 13
+    assert changed(more, scrubbed) > 20
+
+    # a bad value is reported in the editor, not thrown
+    set_widget(canvas, 1, "frames", 0)
+    wait_status(canvas, 1, "frames must be between 1 and 10000, got 0")
+    assert pack_console_errors(canvas.messages) == []
+
+
+def test_editor_is_not_saved_as_a_widget_value_and_custom_path_round_trips(canvas, artifacts):
+    fresh_graph(canvas)
+    add_node(canvas, 1, (120, 120), preset="dolly_in", amount=40.0, pivot_distance=3.0, frames=9)
+    wait_status(canvas, 1, "dolly_in 40")
+    canvas.evaluate("() => window.app.graph.getNodeById(1).recaptureEditor.bakeButton.click()")
+    wait_status(canvas, 1, "custom_path: 9 cameras")
+    baked = canvas.evaluate("() => window.app.graph.getNodeById(1).widgets.find(w => w.name === 'custom_path').value")
+    path = json.loads(baked)
+    assert len(path["frames"]) == 9 and path["frames"][-1]["pose"][2][3] == pytest.approx(1.2, abs=1e-4)
+    before = pixels(canvas, 1)
+    # with a custom path the preset no longer drives the drawing
+    set_widget(canvas, 1, "preset", "orbit_right")
+    canvas.wait_for_timeout(800)
+    assert canvas.evaluate("() => window.app.graph.getNodeById(1).recaptureEditor.pathSource") == "custom"
+    assert changed(before, pixels(canvas, 1)) == 0
+
+    saved = canvas.evaluate("() => JSON.parse(JSON.stringify(window.app.graph.serialize()))")
+    node = next(n for n in saved["nodes"] if n["type"] == NODE)
+    assert node["widgets_values"][-1] == baked and len(node["widgets_values"]) == 7  # no editor value
+    fresh_graph(canvas)
+    canvas.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", saved)
+    wait_status(canvas, 1, "custom_path: 9 cameras")
+    reloaded = canvas.evaluate("() => window.app.graph.getNodeById(1).widgets.find(w => w.name === 'custom_path').value")
+    assert reloaded == baked
+    prompt = canvas.evaluate("async () => (await window.app.graphToPrompt()).output")
+    assert prompt["1"]["inputs"]["custom_path"] == baked and "camera_editor" not in prompt["1"]["inputs"]
+
+    canvas.evaluate("() => window.app.graph.getNodeById(1).recaptureEditor.clearButton.click()")
+    wait_status(canvas, 1, "orbit_right 40")
+    set_widget(canvas, 1, "custom_path", "{not json")
+    wait_status(canvas, 1, "custom_path is not valid JSON")
+    canvas.screenshot(path=str(artifacts / "camera_editor_bad_custom_path.png"))
+    assert pack_console_errors(canvas.messages) == []
+
+
+def test_two_trajectory_nodes_each_draw_their_own_path(canvas, artifacts):
+    fresh_graph(canvas)
+    add_node(canvas, 1, (100, 120), preset="orbit_left", amount=30.0, pivot_distance=2.0)
+    add_node(canvas, 2, (560, 120), preset="truck_right", amount=60.0, pivot_distance=2.0)
+    wait_status(canvas, 1, "orbit_left 30")
+    wait_status(canvas, 2, "truck_right 60")
+    a, b = pixels(canvas, 1), pixels(canvas, 2)
+    canvas.screenshot(path=str(artifacts / "camera_editor_two_nodes.png"))
+    assert a["drawn"] > 800 and b["drawn"] > 800
+    assert changed(a, b) > 100
+    assert canvas.evaluate("""() => { const [x, y] = [1, 2].map(i => window.app.graph.getNodeById(i).recaptureEditor);
+      return x !== y && x.canvas !== y.canvas && x.renderer !== y.renderer; }""")
+    # changing one leaves the other alone
+    set_widget(canvas, 1, "amount", -30.0)
+    wait_status(canvas, 1, "orbit_left -30")
+    assert changed(b, pixels(canvas, 2)) == 0
+    assert pack_console_errors(canvas.messages) == []
+
+
+def test_running_the_anchor_workflow_shows_the_point_cloud_and_the_anchor_preview(canvas, comfy, artifacts):
+    from recapture.sample import write_sample
+
+    write_sample(comfy.base / "input")
+    workflow = json.loads((REPO / "workflows" / "recapture_anchor_only.json").read_text())
+    canvas.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+    trajectory = canvas.evaluate("() => window.app.graph._nodes.find(n => n.type === '%s').id" % NODE)
+    render = canvas.evaluate("() => window.app.graph._nodes.find(n => n.type === 'ReCaptureRenderAnchor').id")
+    wait_status(canvas, trajectory, "orbit_left 15")
+    # the editor only, large and centred, so its pixels and the screenshot show the scene
+    canvas.evaluate("""(id) => { const app = window.app, n = app.graph.getNodeById(id);
+      app.canvas.ds.scale = 1; app.canvas.ds.offset = [300 - n.pos[0], 120 - n.pos[1]];
+      app.graph.setDirtyCanvas(true, true); }""", trajectory)
+    canvas.wait_for_timeout(500)
+    before = pixels(canvas, trajectory)
+    assert canvas.evaluate("(id) => window.app.graph.getNodeById(id).recaptureEditor.pointCount", trajectory) == 0
+
+    canvas.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+    canvas.wait_for_function("(id) => window.app.graph.getNodeById(id).recaptureEditor.pointCount > 0",
+                             arg=trajectory, timeout=300_000)
+    canvas.wait_for_timeout(500)
+    after = pixels(canvas, trajectory)
+    canvas.screenshot(path=str(artifacts / "camera_editor_after_run.png"))
+    count = canvas.evaluate("(id) => window.app.graph.getNodeById(id).recaptureEditor.pointCount", trajectory)
+    assert 1_000 < count <= 30_000
+    assert after["drawn"] > before["drawn"] + 2_000 and after["distinct"] > before["distinct"]
+    # with the point cloud known, the pivot comes from the depth
+    assert "pivot from the depth" in canvas.evaluate(
+        "(id) => window.app.graph.getNodeById(id).recaptureEditor.status", trajectory)
+    canvas.wait_for_function("(id) => (window.app.nodeOutputs?.[String(id)]?.images?.length ?? 0) > 0",
+                             arg=render, timeout=60_000)
+    assert pack_console_errors(canvas.messages) == []
+
+
+def test_the_node_works_when_the_3d_view_cannot_load(canvas, artifacts):
+    """three.js blocked (as with a broken install or a proxy): the editor says so, warns once in the
+    console, and the node still edits, saves and converts to a prompt."""
+    canvas.route("**/lib/three/three.module.mjs", lambda route: route.abort())
+    fresh_graph(canvas)
+    add_node(canvas, 1, (100, 120), preset="orbit_left", amount=10.0, pivot_distance=2.0)
+    add_node(canvas, 2, (560, 120), preset="dolly_in", amount=10.0, pivot_distance=2.0)
+    wait_status(canvas, 1, "3D view unavailable")
+    wait_status(canvas, 2, "3D view unavailable")
+    wait_status(canvas, 1, "orbit_left 10")  # the path still loads; only the drawing is missing
+    set_widget(canvas, 1, "preset", "pan_left")
+    wait_status(canvas, 1, "pan_left 10")
+    canvas.screenshot(path=str(artifacts / "camera_editor_unavailable.png"))
+    warnings = [m for m in canvas.messages if m["type"] == "warning" and "[ReCapture] camera editor" in m["text"]]
+    assert len(warnings) == 1, warnings
+    prompt = canvas.evaluate("async () => (await window.app.graphToPrompt()).output")
+    assert prompt["1"]["inputs"]["preset"] == "pan_left" and prompt["2"]["inputs"]["custom_path"] == ""
+    # the blocked request itself is logged by the browser; nothing else of ours may be
+    assert [m for m in pack_console_errors(canvas.messages) if "three.module.mjs" not in m["url"]] == []
+
+
+def test_dragging_the_keyframe_gizmo_writes_a_smooth_custom_path(canvas, artifacts):
+    """A person drags the highlighted camera's gizmo with the mouse: the path bends smoothly around that
+    frame, the ends stay, and the result lands in custom_path (so it is saved and sent with the prompt)."""
+    fresh_graph(canvas)
+    add_node(canvas, 1, (200, 120), preset="truck_right", amount=50.0, pivot_distance=2.0, frames=9,
+             easing="linear")
+    wait_status(canvas, 1, "truck_right 50")
+    canvas.evaluate("""() => { const e = window.app.graph.getNodeById(1).recaptureEditor;
+      e.scrubber.value = '4'; e.scrubber.dispatchEvent(new Event('input')); }""")
+    canvas.wait_for_timeout(300)
+    before = pixels(canvas, 1)
+    # where the gizmo's centre handle is on screen
+    x, y = canvas.evaluate("""() => { const e = window.app.graph.getNodeById(1).recaptureEditor;
+      const v = e.gizmoTarget.position.clone().project(e.camera), r = e.canvas.getBoundingClientRect();
+      return [r.left + (v.x + 1) / 2 * r.width, r.top + (1 - v.y) / 2 * r.height]; }""")
+    canvas.mouse.move(x, y)
+    canvas.mouse.move(x + 1, y)  # hover picks the handle
+    canvas.mouse.down()
+    for step in range(1, 11):
+        canvas.mouse.move(x + 1, y - 6 * step)  # straight up on screen
+    canvas.mouse.up()
+    wait_status(canvas, 1, "custom_path: 9 cameras")
+    canvas.screenshot(path=str(artifacts / "camera_editor_gizmo_drag.png"))
+    path = json.loads(canvas.evaluate(
+        "() => window.app.graph.getNodeById(1).widgets.find(w => w.name === 'custom_path').value"))
+    preset = camera_json(canvas, "truck_right", 50.0, 2.0, 9)
+    offsets = [[n[r][3] - o[r][3] for r in range(3)] for n, o in
+               ((f["pose"], g["pose"]) for f, g in zip(path["frames"], preset["frames"]))]
+    up = [-o[1] for o in offsets]  # OpenCV +y is down
+    assert up[4] > 0.05, offsets  # the dragged frame went up
+    assert up[0] == pytest.approx(0, abs=1e-6) and up[8] == pytest.approx(0, abs=1e-6)  # the ends stay
+    assert up[0] < up[1] < up[2] < up[3] < up[4] and up[4] > up[5] > up[6] > up[7] > up[8]  # smooth falloff
+    assert all(f["pose"][r][:3] == g["pose"][r][:3] for f, g in zip(path["frames"], preset["frames"])
+               for r in range(3))  # rotations kept
+    assert changed(before, pixels(canvas, 1)) > 50
+    assert pack_console_errors(canvas.messages) == []
+
+
+def camera_json(page, preset: str, amount: float, pivot: float, frames: int) -> dict:
+    return page.evaluate("""async (body) => (await (await window.app.api.fetchApi('/recapture/camera_path',
+        {method: 'POST', body: JSON.stringify(body)})).json())""",
+                         {"preset": preset, "amount": amount, "easing": "linear", "frames": frames,
+                          "pivot_distance": pivot, "fov_deg": 60.0})
