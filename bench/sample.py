@@ -1,7 +1,7 @@
 """Times sampling and SDEdit: `python bench/sample.py [--device cuda] [--frames 25 --height 576 --width 1024 --steps 30]`.
 
-Full-size SVD-XT architecture with random weights and a LoRA pair of rank 16 applied (unmerged, as the
-node runs it); --tiny on a CPU. Prints seconds for the sampling run and per step, peak GPU memory and
+Full-size SVD-XT architecture with random weights and a LoRA pair of rank 16, once merged into the
+weights (the default) and once as adapter layers; --tiny on a CPU. Prints seconds for the sampling run and per step, peak GPU memory and
 an upper bound of the model FLOP utilisation (CFG doubles the batch).
 """
 
@@ -12,6 +12,7 @@ import datetime
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -65,19 +66,24 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     timed(lambda cb: sample_video(models, lora, prompt, args.frames, SampleConfig(steps=2)))  # warm-up
-    frames, total, per_step = timed(lambda cb: sample_video(models, lora, prompt, args.frames, config, cb))
-    _, sd_total, _ = timed(lambda cb: sdedit(models, lora, frames, args.sdedit_strength, config, cb))
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    print(f"sample {args.frames}x{args.height}x{args.width}, {args.steps} steps with CFG: {total:.2f} s total "
-          f"({per_step:.3f} s per step, VAE decode and encode included in the total); SDEdit strength "
-          f"{args.sdedit_strength}: {sd_total:.2f} s; peak GPU memory {peak:.2f} GiB")
+    step_seconds = {}
+    for merge in (True, False):
+        config = replace(config, merge_lora=merge)
+        frames, total, per_step = timed(lambda cb: sample_video(models, lora, prompt, args.frames, config, cb))
+        _, sd_total, _ = timed(lambda cb: sdedit(models, lora, frames, args.sdedit_strength, config, cb))
+        step_seconds[merge] = per_step
+        peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+        print(f"LoRAs {'merged' if merge else 'as adapter layers'}: sample {args.frames}x{args.height}x{args.width}, "
+              f"{args.steps} steps with CFG: {total:.2f} s total ({per_step:.3f} s per step, VAE decode and encode "
+              f"included in the total); SDEdit strength {args.sdedit_strength}: {sd_total:.2f} s; peak GPU memory "
+              f"{peak:.2f} GiB")
     if device.type == "cuda":
         from torch.utils.flop_counter import FlopCounterMode
 
         with FlopCounterMode(display=False) as counter:
             sample_video(models, lora, prompt, args.frames, SampleConfig(steps=1))
         print(f"~{counter.get_total_flops() / 1e12:.1f} TFLOP per step (upper bound) -> MFU <= "
-              f"{counter.get_total_flops() / per_step / 1e12 / args.peak_tflops:.1%}")
+              f"{counter.get_total_flops() / step_seconds[True] / 1e12 / args.peak_tflops:.1%} (merged)")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {device} ({name}), model {models.name}, torch {torch.__version__}, {datetime.date.today().isoformat()}")
 
