@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--sdedit-strength", type=float, default=0.3)
     parser.add_argument("--tiny", action="store_true", help="tiny random model (for a CPU)")
+    parser.add_argument("--low-memory", action="store_true", help="also park the UNet on the CPU while decoding")
     parser.add_argument("--peak-tflops", type=float, default=990.0)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -45,7 +46,7 @@ def main() -> None:
                        spatial=adapter_state(models.unet, "spatial", 16.0), rank=16, alpha=16.0)
     remove_lora_adapters(models.unet)
     prompt = torch.rand(args.height, args.width, 3)
-    config = SampleConfig(steps=args.steps)
+    config = SampleConfig(steps=args.steps, low_memory=args.low_memory)
 
     def timed(fn):
         stamps = []

@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--spatial-frames", type=int, default=4)
     parser.add_argument("--tiny", action="store_true", help="tiny random model (for a CPU)")
     parser.add_argument("--no-checkpointing", action="store_true")
+    parser.add_argument("--keep-encoders", action="store_true",
+                        help="leave CLIP and the VAE on the device while training (default: parked on the CPU)")
     parser.add_argument("--peak-tflops", type=float, default=990.0)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -47,7 +49,7 @@ def main() -> None:
     anchor = torch.rand(args.frames, args.height, args.width, 3)
     mask = torch.ones(args.frames, args.height, args.width)
     config = TrainConfig(steps=args.steps, spatial_frames=args.spatial_frames,
-                         gradient_checkpointing=not args.no_checkpointing)
+                         gradient_checkpointing=not args.no_checkpointing, offload_encoders=not args.keep_encoders)
 
     stamps: list[float] = []
 
