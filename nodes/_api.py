@@ -8,7 +8,9 @@ except ImportError:  # pragma: no cover - depends on the ComfyUI build
     from comfy_api.latest import ComfyExtension, InputImpl, io, ui
 
 import contextlib
+import logging
 import os
+import time
 
 import comfy.model_management
 import comfy.utils
@@ -24,15 +26,49 @@ def check_cancel() -> None:
 
 
 class Progress:
-    """The node's progress bar; every advance also honours Cancel."""
+    """The node's progress bar and a status line under it ("step 37/400 · ... · ETA 2m 10s"); every
+    advance also honours Cancel."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, unit: str = "step"):
         self._bar = comfy.utils.ProgressBar(total)
+        self._unit = unit
+        self._start = time.monotonic()
 
-    def advance(self, amount: int = 1, preview=None) -> None:
-        """Moves the bar; ``preview`` (a PIL image) is shown in the node, as KSampler's live previews are."""
+    def advance(self, amount: int = 1, preview=None, detail: str = "") -> None:
+        """Moves the bar; ``preview`` (a PIL image) is shown in the node, as KSampler's live previews are;
+        ``detail`` goes into the status line."""
         check_cancel()
         self._bar.update_absolute(self._bar.current + amount, preview=("PNG", preview, 512) if preview else None)
+        _show_text(self.status(detail))
+
+    def status(self, detail: str = "") -> str:
+        done, total = self._bar.current, self._bar.total
+        parts = [f"{self._unit} {done}/{total}"] + ([detail] if detail else [])
+        if 0 < done < total:
+            elapsed = time.monotonic() - self._start
+            parts.append(f"ETA {_duration(elapsed / done * (total - done))}")
+        return " · ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes}m {seconds:02d}s" if minutes < 60 else f"{minutes // 60}h {minutes % 60:02d}m"
+
+
+def _show_text(text: str) -> None:
+    """Shows ``text`` on the running node (ComfyUI's progress text); never fails the node over it."""
+    try:
+        from comfy_execution.utils import get_executing_context
+        from server import PromptServer
+
+        context = get_executing_context()
+        if context is not None and PromptServer.instance is not None:
+            PromptServer.instance.send_progress_text(text, context.node_id)
+    except Exception:  # an older ComfyUI without progress text: the bar alone still works
+        logging.getLogger(__name__).debug("progress text not shown", exc_info=True)
 
 
 @contextlib.contextmanager

@@ -225,9 +225,9 @@ class ReCaptureRenderAnchor(io.ComfyNode):
         require_finite("point_cloud", point_cloud.colors,
                        "its colours come from the frames given to ReCapture Depth To Point Cloud")
         device = comfy.model_management.get_torch_device()
-        progress = Progress(point_cloud.num_frames)
+        progress = Progress(point_cloud.num_frames, unit="frame")
         anchor, mask = render_anchor(_to(point_cloud, device), _to(camera_path, device),
-                                     dilate_holes=dilate_holes, on_frame=lambda _: progress.advance())
+                                     dilate_holes=dilate_holes, on_frame=progress.advance)
         anchor, mask = anchor.cpu(), mask.cpu()
         preview = torch.cat([anchor, mask[..., None].expand_as(anchor)], dim=2)  # anchor | mask, per frame
         return io.NodeOutput(anchor, mask, 1.0 - mask, ui=ui.PreviewImage(preview, cls=cls))

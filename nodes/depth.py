@@ -58,7 +58,7 @@ class ReCaptureEstimateDepth(io.ComfyNode):
         comfy.model_management.unload_all_models()
         comfy.model_management.soft_empty_cache()
         estimator = load_depth_model(model_path(DEPTH_FOLDER, model), comfy.model_management.get_torch_device())
-        progress = Progress(frames.shape[0])
+        progress = Progress(frames.shape[0], unit="frame")
         try:
             depth = estimate_depth(estimator, frames, batch_size, on_batch=progress.advance)
         finally:

@@ -160,7 +160,7 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
             losses.append((temporal, spatial))
             live = step % 10 == 9 or step == steps - 1  # the loss curve, live in the node
             curve = Image.fromarray((loss_curve_image(losses).numpy() * 255).astype("uint8")) if live else None
-            progress.advance(preview=curve)
+            progress.advance(preview=curve, detail=f"temporal loss {temporal:.4f} · spatial {spatial:.4f}")
 
         count = frames or len(anchor)
         comfy.model_management.unload_all_models()

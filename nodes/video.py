@@ -87,7 +87,7 @@ class ReCaptureLoadVideo(io.ComfyNode):
     def execute(cls, video: str, frames_folder: str, start_frame: int, frame_count: int, every_nth: int,
                 width: int, height: int, resize: str, video_input=None) -> io.NodeOutput:
         selection = ClipSelection(start=start_frame, count=frame_count, step=every_nth)
-        progress = Progress(selection.last + 1)
+        progress = Progress(selection.last + 1, unit="frame")
         if video_input is not None and not isinstance(video_input, InputImpl.VideoFromFile):
             # A video made of frames in memory (core Create Video): nothing to decode.
             components = video_input.get_components()

@@ -5,12 +5,14 @@ Development tooling only: the pack itself never imports this.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -245,3 +247,54 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
             inputs[inp["name"]] = [str(link[1]), link[2]]
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return prompt
+
+
+class Events:
+    """The server's websocket messages for one client id, collected in a thread: JSON messages in
+    ``messages``, progress texts as (node id, text) in ``texts``."""
+
+    def __init__(self, server: ComfyServer):
+        import aiohttp
+
+        self.client_id, self.messages, self.texts, self._server = uuid.uuid4().hex, [], [], server
+        self._loop, self._ready, self._aiohttp = asyncio.new_event_loop(), threading.Event(), aiohttp
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._listen(),), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(20), "no websocket"
+
+    async def _listen(self):
+        async with self._aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"ws://127.0.0.1:{self._server.port}/ws?clientId={self.client_id}") as ws:
+                self._ws = ws
+                self._ready.set()
+                async for msg in ws:
+                    if msg.type == self._aiohttp.WSMsgType.TEXT:
+                        self.messages.append(json.loads(msg.data))
+                    elif msg.type == self._aiohttp.WSMsgType.BINARY and msg.data[:4] == b"\x00\x00\x00\x03":
+                        # progress text: event 3, then the node id's length, the node id and the text
+                        size = int.from_bytes(msg.data[4:8], "big")
+                        self.texts.append((msg.data[8 : 8 + size].decode(), msg.data[8 + size :].decode()))
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._ws.close(), self._loop).result(10)
+        self._thread.join(10)
+
+    def queue(self, prompt: dict) -> str:
+        r = requests.post(self._server.url + "/prompt", json={"prompt": prompt, "client_id": self.client_id}, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()["prompt_id"]
+
+    def progress(self, prompt_id: str, node: str) -> list[int]:
+        return [m["data"]["value"] for m in list(self.messages) if m["type"] == "progress"
+                and m["data"].get("prompt_id") == prompt_id and m["data"].get("node") == node]
+
+    def interrupt_at(self, prompt_id: str, node: str, value: int, timeout: float = 240) -> int:
+        """POSTs /interrupt once ``node`` reported ``value`` steps; returns the steps reported by then."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = self.progress(prompt_id, node)
+            if done and max(done) >= value:
+                requests.post(self._server.url + "/interrupt", timeout=10).raise_for_status()
+                return max(self.progress(prompt_id, node))
+            time.sleep(0.02)
+        raise AssertionError(f"node {node} never reported {value} steps: {self.progress(prompt_id, node)}")

@@ -8,6 +8,7 @@ import time
 import pytest
 import requests
 
+from comfy_harness import Events
 from conftest import save_tiny_svd_folder
 from recapture.lora import load_lora_file
 from recapture.sample import write_sample
@@ -46,10 +47,21 @@ def training_prompt(model: str, steps: int, name: str) -> dict:
 
 
 def test_training_writes_both_loras_in_comfyui_format(comfy, tiny_svd):
-    entry = comfy.run(training_prompt(tiny_svd, steps=3, name="sample"))
     folder = comfy.base / "models" / "loras" / "recapture"
-    files = sorted(p.name for p in folder.iterdir())
+    before = {p.name for p in folder.iterdir()} if folder.exists() else set()
+    events = Events(comfy)
+    try:
+        prompt_id = events.queue(training_prompt(tiny_svd, steps=3, name="sample"))
+        entry = comfy.wait(prompt_id)
+        time.sleep(0.5)  # the last websocket messages
+    finally:
+        events.close()
+    files = sorted({p.name for p in folder.iterdir()} - before)
     assert files == ["sample_spatial.safetensors", "sample_temporal.safetensors"]
+    # the node's status line: step, both losses and the time left, live
+    texts = [text for node, text in events.texts if node == "7"]
+    assert texts[-1].startswith("step 3/3 · temporal loss ") and "ETA" not in texts[-1], texts
+    assert any(t.startswith("step 1/3 · temporal loss ") and " · spatial " in t and " · ETA " in t for t in texts), texts
     state, metadata = load_lora_file(folder / "sample_temporal.safetensors")
     assert metadata["recapture.adapter"] == "temporal" and metadata["recapture.rank"] == "4"
     assert all(k.startswith("diffusion_model.") for k in state)
