@@ -99,11 +99,12 @@ FULL = {
         (13, "loss_curve", 18, "images"),
     ],
     "groups": ANCHOR_ONLY["groups"][:3] + [
-        {"title": "4. Save anchor and mask (output/recapture/)", "nodes": [6, 7, 8, 9, 10]},
-        {"title": "5. Fine-tune SVD: masked temporal LoRA + spatial LoRA", "nodes": [12, 13]},
-        {"title": "6. Sample with both LoRAs, refine with SDEdit", "nodes": [14, 15]},
-        {"title": "7. Save the re-filmed video", "nodes": [16, 17, 18]},
+        {"title": "4. Save anchor, mask", "nodes": [6, 7, 8, 9, 10]},
+        {"title": "5. Fine-tune SVD", "nodes": [12, 13]},
+        {"title": "6. Sample, refine", "nodes": [14, 15]},
+        {"title": "7. Save the video", "nodes": [16, 17, 18]},
     ],
+    "pictures": {"5.": "stage2_train.png", "6.": "stage2_sample.png"},
     "notes": [
         {"col": 2, "size": [400, 300], "text": (
             "ReCapture: re-film a video along a new camera path.\n\n"
@@ -130,8 +131,26 @@ def build(server: ComfyServer, spec: dict, values: dict, out: Path) -> None:
         resolved = json.loads(json.dumps(spec), object_hook=lambda d: {
             k: (values[v[1:]] if isinstance(v, str) and v.startswith("@") else v) for k, v in d.items()})
         workflow = page.evaluate(BUILD_JS, resolved)
+        for prefix, picture in spec.get("pictures", {}).items():
+            group_picture(page, prefix, REPO / "web" / "docs" / picture)
         browser.close()
     out.write_text(json.dumps(workflow, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def group_picture(page, title_prefix: str, out: Path) -> None:
+    """A screenshot of one group of the graph just built (the help pages' pictures of Stage 2 nodes)."""
+    box = page.evaluate("""(prefix) => {
+        const canvas = window.app.canvas, group = window.app.graph._groups.find(g => g.title.startsWith(prefix));
+        const [x, y, w, h] = group._bounding;
+        canvas.ds.scale = 1;
+        canvas.ds.offset = [160 - x, 160 - y];
+        canvas.setDirty(true, true);
+        const rect = canvas.canvas.getBoundingClientRect();
+        return {x: rect.left + 150, y: rect.top + 150, width: w + 20, height: h + 20};
+    }""", title_prefix)
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(out), clip=box)
     print(f"wrote {out}")
 
 

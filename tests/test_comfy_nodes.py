@@ -71,12 +71,20 @@ def test_video_input_has_the_core_upload_button(comfy):
     assert video[1].get("video_upload") is True
 
 
-def test_every_node_has_a_served_help_page(comfy):
+def test_every_node_has_a_served_help_page_with_a_picture(comfy):
+    import re
+
     import requests
 
+    base = f"{comfy.url}/extensions/ComfyUI-ReCapture/docs/"
     for name in NODES:
-        r = requests.get(f"{comfy.url}/extensions/ComfyUI-ReCapture/docs/{name}.md", timeout=10)
+        r = requests.get(f"{base}{name}.md", timeout=10)
         assert r.status_code == 200 and r.text.startswith("# "), name
+        pictures = re.findall(r"!\[[^\]]+\]\(([^)]+\.png)\)", r.text)
+        assert pictures, f"{name}'s help page has no picture"
+        for picture in pictures:
+            image = requests.get(base + picture, timeout=10)
+            assert image.status_code == 200 and image.content[:8] == b"\x89PNG\r\n\x1a\n", (name, picture)
 
 
 def test_shipped_workflows_are_listed_as_templates(comfy):
