@@ -214,7 +214,7 @@ class ReCaptureRenderAnchor(io.ComfyNode):
 
     @classmethod
     def execute(cls, point_cloud: PointCloud, camera_path: CameraPath, dilate_holes: int) -> io.NodeOutput:
-        from ..recapture.render import render_anchor
+        from ..recapture.render import anchor_previews, render_anchor
 
         if camera_path.num_frames != point_cloud.num_frames:
             raise ValueError(
@@ -229,8 +229,10 @@ class ReCaptureRenderAnchor(io.ComfyNode):
         anchor, mask = render_anchor(_to(point_cloud, device), _to(camera_path, device),
                                      dilate_holes=dilate_holes, on_frame=progress.advance)
         anchor, mask = anchor.cpu(), mask.cpu()
-        preview = torch.cat([anchor, mask[..., None].expand_as(anchor)], dim=2)  # anchor | mask, per frame
-        return io.NodeOutput(anchor, mask, 1.0 - mask, ui=ui.PreviewImage(preview, cls=cls))
+        # the node's player (web/anchor_player.js): the anchor, and the same with its holes painted
+        plain, overlay = anchor_previews(anchor, mask)
+        player = {"frames": ui.PreviewImage(plain, cls=cls).values, "overlay": ui.PreviewImage(overlay, cls=cls).values}
+        return io.NodeOutput(anchor, mask, 1.0 - mask, ui={"recapture_anchor": [player]})
 
 
 def _to(value, device):

@@ -192,9 +192,40 @@ def test_running_the_anchor_workflow_shows_the_point_cloud_and_the_anchor_previe
     # with the point cloud known, the pivot comes from the depth
     assert "pivot from the depth" in canvas.evaluate(
         "(id) => window.app.graph.getNodeById(id).recaptureEditor.status", trajectory)
-    canvas.wait_for_function("(id) => (window.app.nodeOutputs?.[String(id)]?.images?.length ?? 0) > 0",
+    # Render Anchor's player: the anchor frames, and the mask overlay toggle switches the picture
+    canvas.wait_for_function("(id) => window.app.graph.getNodeById(id).recapturePlayer.frames.length === 14",
                              arg=render, timeout=60_000)
+    canvas.evaluate("""(id) => { const app = window.app, n = app.graph.getNodeById(id);
+      app.canvas.ds.offset = [300 - n.pos[0], 120 - n.pos[1]]; app.graph.setDirtyCanvas(true, true);
+      const p = n.recapturePlayer; p.pause(); p.show(13); }""", render)
+    canvas.wait_for_function("(id) => window.app.graph.getNodeById(id).recapturePlayer.image.complete", arg=render)
+    plain = player_pixels(canvas, render)
+    canvas.screenshot(path=str(artifacts / "anchor_player.png"))
+    canvas.evaluate("""(id) => { const c = window.app.graph.getNodeById(id).recapturePlayer.checkbox;
+      c.checked = true; c.dispatchEvent(new Event('change')); }""", render)
+    canvas.wait_for_function("""(id) => { const p = window.app.graph.getNodeById(id).recapturePlayer;
+      return p.image.src.includes(p.overlay[13].split('filename=')[1].split('&')[0]) && p.image.complete; }""",
+                             arg=render)
+    overlay = player_pixels(canvas, render)
+    canvas.screenshot(path=str(artifacts / "anchor_player_overlay.png"))
+    assert plain["w"] > 0 and overlay["magenta"] > plain["magenta"] + 200, (plain["magenta"], overlay["magenta"])
+    # the toggle is saved with the workflow
+    saved = canvas.evaluate("(id) => window.app.graph.serialize().nodes.find(n => n.id === id).properties", render)
+    assert saved["recapture_mask_overlay"] is True
     assert pack_console_errors(canvas.messages) == []
+
+
+def player_pixels(page, node_id: int) -> dict:
+    """Size of the player's current picture and its count of hole-paint (magenta-red) pixels."""
+    return page.evaluate("""(id) => {
+      const img = window.app.graph.getNodeById(id).recapturePlayer.image;
+      const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+      const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+      const d = ctx.getImageData(0, 0, c.width, c.height).data;
+      let magenta = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i] > d[i + 1] + 80 && d[i + 2] > d[i + 1] + 20) magenta++;
+      return {w: c.width, h: c.height, magenta};
+    }""", node_id)
 
 
 def test_the_node_works_when_the_3d_view_cannot_load(canvas, artifacts):

@@ -58,12 +58,22 @@ def test_real_video_with_estimated_depth_to_anchor(comfy, bunny, depth_model):
         frames = [f for f in c.decode(s)]
         assert float(s.average_rate) == pytest.approx(12.5)  # 25 fps, every 2nd frame
     assert len(frames) == 6 and (frames[0].width, frames[0].height) == (256, 128)
-    # the render node previews anchor | mask side by side for every frame
-    previews = entry["outputs"]["5"]["images"]
-    assert len(previews) == 6
+    # the render node's player gets every frame, plain and with the holes painted
+    import numpy as np
     from PIL import Image
-    with Image.open(comfy.base / previews[0]["type"] / previews[0]["subfolder"] / previews[0]["filename"]) as im:
-        assert im.size == (512, 128)
+
+    player = entry["outputs"]["5"]["recapture_anchor"][0]
+    assert len(player["frames"]) == len(player["overlay"]) == 6
+
+    def picture(ref) -> np.ndarray:
+        with Image.open(comfy.base / ref["type"] / ref["subfolder"] / ref["filename"]) as im:
+            return np.asarray(im.convert("RGB")).astype(int)
+
+    plain, overlay = picture(player["frames"][-1]), picture(player["overlay"][-1])
+    assert plain.shape == overlay.shape == (128, 256, 3)
+    holes = (overlay != plain).any(-1)  # the tiny random depth model's cloud leaves many holes, not all
+    assert 0.01 < holes.mean() < 0.99
+    assert (overlay[holes][:, 0] > overlay[holes][:, 1] + 80).all()  # painted magenta-red
 
 
 def run_error(comfy, prompt: dict) -> str:

@@ -1,0 +1,143 @@
+// The anchor player on ReCapture Render Anchor nodes: plays the anchor video after a run, with a
+// toggle that paints the holes (validity mask = 0) so a person sees at a glance what SVD must invent.
+// Fails soft: if anything here breaks, the node still renders, saves and runs.
+import { api } from "../../scripts/api.js";
+
+export const NODE_TYPE = "ReCaptureRenderAnchor";
+const WIDGET_TYPE = "RECAPTURE_ANCHOR_PLAYER";
+const FPS = 8;
+const MIN_HEIGHT = 200;
+let warned = false;
+
+function warnOnce(message, error) {
+  if (warned) return;
+  warned = true;
+  console.warn(`[ReCapture] anchor player: ${message}`, error);
+}
+
+function viewUrl(file) {
+  const params = new URLSearchParams({ filename: file.filename, subfolder: file.subfolder ?? "", type: file.type });
+  return api.apiURL(`/view?${params}`);
+}
+
+class AnchorPlayer {
+  constructor(node) {
+    this.node = node;
+    this.frames = [];
+    this.overlay = [];
+    this.index = 0;
+    this.timer = null;
+    node.properties ??= {};
+    node.properties.recapture_mask_overlay ??= false;
+
+    this.element = document.createElement("div");
+    Object.assign(this.element.style, { display: "flex", flexDirection: "column", gap: "4px", width: "100%",
+                                        height: "100%", boxSizing: "border-box", padding: "2px", font: "12px sans-serif",
+                                        color: "#ccc" });
+    this.image = document.createElement("img");
+    Object.assign(this.image.style, { flex: "1 1 auto", minHeight: "0", width: "100%", objectFit: "contain",
+                                      background: "#15181d", borderRadius: "4px" });
+    this.image.alt = "anchor";
+    const bar = document.createElement("div");
+    Object.assign(bar.style, { display: "flex", alignItems: "center", gap: "6px" });
+    this.play = document.createElement("button");
+    this.play.textContent = "❚❚";
+    this.play.title = "play / pause";
+    this.slider = document.createElement("input");
+    Object.assign(this.slider, { type: "range", min: 0, max: 0, value: 0 });
+    this.slider.style.flex = "1";
+    this.label = document.createElement("span");
+    this.label.textContent = "run the graph to see the anchor";
+    const toggle = document.createElement("label");
+    toggle.title = "paint the holes (where the validity mask is 0)";
+    this.checkbox = document.createElement("input");
+    this.checkbox.type = "checkbox";
+    this.checkbox.checked = !!node.properties.recapture_mask_overlay;
+    toggle.append(this.checkbox, " mask overlay");
+    bar.append(this.play, this.slider, this.label, toggle);
+    this.element.append(this.image, bar);
+
+    // the canvas must not take these clicks as node drags
+    for (const el of [this.play, this.slider, toggle]) el.addEventListener("pointerdown", (e) => e.stopPropagation());
+    this.play.addEventListener("click", () => this.guard(() => (this.timer ? this.pause() : this.start())));
+    this.slider.addEventListener("input", () => this.guard(() => { this.pause(); this.show(Number(this.slider.value)); }));
+    this.checkbox.addEventListener("change", () => this.guard(() => {
+      node.properties.recapture_mask_overlay = this.checkbox.checked; // saved with the workflow
+      this.show(this.index);
+    }));
+  }
+
+  guard(fn) {
+    try {
+      return fn();
+    } catch (e) {
+      warnOnce("a player action failed", e);
+    }
+  }
+
+  get showing() {
+    return this.checkbox.checked ? this.overlay : this.frames;
+  }
+
+  onExecuted(output) {
+    const data = output?.recapture_anchor?.[0];
+    if (!data) return;
+    this.frames = data.frames.map(viewUrl);
+    this.overlay = data.overlay.map(viewUrl);
+    for (const url of [...this.frames, ...this.overlay]) new Image().src = url; // preload: smooth playback
+    this.slider.max = Math.max(0, this.frames.length - 1);
+    this.show(0);
+    this.start();
+  }
+
+  show(index) {
+    const urls = this.showing;
+    if (!urls.length) return;
+    this.index = ((index % urls.length) + urls.length) % urls.length;
+    this.image.src = urls[this.index];
+    this.slider.value = this.index;
+    this.label.textContent = `frame ${this.index + 1}/${urls.length}`;
+  }
+
+  start() {
+    this.pause();
+    this.play.textContent = "❚❚";
+    this.timer = setInterval(() => this.guard(() => this.show(this.index + 1)), 1000 / FPS);
+  }
+
+  pause() {
+    clearInterval(this.timer);
+    this.timer = null;
+    this.play.textContent = "▶";
+  }
+}
+
+/** Adds the player to a Render Anchor node. Never throws: the node works without it. */
+export function attachAnchorPlayer(node) {
+  try {
+    const player = new AnchorPlayer(node);
+    const widget = node.addDOMWidget("anchor_player", WIDGET_TYPE, player.element, {
+      getMinHeight: () => MIN_HEIGHT,
+      hideOnZoom: false,
+      serialize: false,
+    });
+    // Not an input: keep it out of saved widgets_values (positional) and out of the API prompt.
+    widget.serialize = false;
+    widget.serializeValue = () => undefined;
+    node.recapturePlayer = player; // for tests and debugging
+    const chain = (method, fn) => {
+      const original = node[method];
+      node[method] = function (...args) {
+        const result = original?.apply(this, args);
+        player.guard(() => fn(...args));
+        return result;
+      };
+    };
+    chain("onExecuted", (output) => player.onExecuted(output));
+    chain("onConfigure", () => { player.checkbox.checked = !!node.properties?.recapture_mask_overlay; });
+    chain("onRemoved", () => player.pause());
+    node.setSize([Math.max(node.size[0], 360), Math.max(node.size[1], node.computeSize()[1])]);
+  } catch (e) {
+    warnOnce("could not add the player to the node", e);
+  }
+}
