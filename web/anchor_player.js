@@ -2,6 +2,7 @@
 // toggle that paints the holes (validity mask = 0) so a person sees at a glance what SVD must invent.
 // Fails soft: if anything here breaks, the node still renders, saves and runs.
 import { api } from "../../scripts/api.js";
+import { addNodeView, runAfter } from "./node_views.js";
 
 export const NODE_TYPE = "ReCaptureRenderAnchor";
 const WIDGET_TYPE = "RECAPTURE_ANCHOR_PLAYER";
@@ -116,23 +117,9 @@ class AnchorPlayer {
 export function attachAnchorPlayer(node) {
   try {
     const player = new AnchorPlayer(node);
-    const widget = node.addDOMWidget("anchor_player", WIDGET_TYPE, player.element, {
-      getMinHeight: () => MIN_HEIGHT,
-      hideOnZoom: false,
-      serialize: false,
-    });
-    // Not an input: keep it out of saved widgets_values (positional) and out of the API prompt.
-    widget.serialize = false;
-    widget.serializeValue = () => undefined;
+    addNodeView(node, "anchor_player", WIDGET_TYPE, player.element, MIN_HEIGHT);
     node.recapturePlayer = player; // for tests and debugging
-    const chain = (method, fn) => {
-      const original = node[method];
-      node[method] = function (...args) {
-        const result = original?.apply(this, args);
-        player.guard(() => fn(...args));
-        return result;
-      };
-    };
+    const chain = (method, fn) => runAfter(node, method, (f) => player.guard(f), fn);
     chain("onExecuted", (output) => player.onExecuted(output));
     chain("onConfigure", () => { player.checkbox.checked = !!node.properties?.recapture_mask_overlay; });
     chain("onRemoved", () => player.pause());

@@ -6,6 +6,7 @@
 // three.js (web/lib/three/*.mjs) is imported only when the first trajectory node appears.
 // Everything here fails soft: an error is logged once with console.warn and the node keeps working.
 import { api } from "../../scripts/api.js";
+import { addNodeView, runAfter } from "./node_views.js";
 
 export const NODE_TYPE = "ReCaptureCameraTrajectory";
 const WIDGET_TYPE = "RECAPTURE_CAMERA_EDITOR"; // unique, so the Vue node renderer keeps it as a DOM widget
@@ -468,33 +469,14 @@ class CameraEditor {
 export function attachCameraEditor(node) {
   try {
     const editor = new CameraEditor(node);
-    const widget = node.addDOMWidget("camera_editor", WIDGET_TYPE, editor.element, {
-      getMinHeight: () => MIN_HEIGHT,
-      hideOnZoom: false,
-      serialize: false,
-    });
-    // Not an input: keep it out of saved widgets_values (positional) and out of the API prompt.
-    widget.serialize = false;
-    widget.serializeValue = () => undefined;
+    addNodeView(node, "camera_editor", WIDGET_TYPE, editor.element, MIN_HEIGHT);
     node.recaptureEditor = editor; // for tests and debugging
     for (const name of WATCHED) {
       const w = widgetOf(node, name);
       if (!w) continue;
-      const callback = w.callback;
-      w.callback = function (...args) {
-        const result = callback?.apply(this, args);
-        editor.guard(() => editor.check());
-        return result;
-      };
+      runAfter(w, "callback", (f) => editor.guard(f), () => editor.check());
     }
-    const chain = (method, fn) => {
-      const original = node[method];
-      node[method] = function (...args) {
-        const result = original?.apply(this, args);
-        editor.guard(() => fn(...args));
-        return result;
-      };
-    };
+    const chain = (method, fn) => runAfter(node, method, (f) => editor.guard(f), fn);
     // Values set without a callback (loading a workflow, undo, scripts) are caught on the next draw.
     chain("onDrawForeground", () => editor.check());
     chain("onConfigure", () => editor.check());
