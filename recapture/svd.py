@@ -596,8 +596,7 @@ def _pickle_message(name: str, suffix: str) -> str:
             "diffusers folder with *.safetensors weights.")
 
 
-def load_svd_single_file(path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
-                         architecture: Callable[[], SVDModels] | None = None, *,
+def load_svd_single_file(path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu", *,
                          configs: Mapping[str, Mapping] | None = None) -> SVDModels:
     """SVD from a single-file SGM checkpoint (``svd.safetensors``, ``svd_xt.safetensors``, fp16 variants).
 
@@ -607,9 +606,8 @@ def load_svd_single_file(path, dtype: torch.dtype | None = None, device: str | t
     (OpenCLIP's text tower remnants, the conditioner's copy of the VAE) are ignored, as ComfyUI does.
 
     Args:
-        architecture: makes the ``SVDModels`` to fill (meta or not); by default they come from
-            ``configs``, else from the file's shapes (``configs_from_checkpoint``).
-        configs: see ``load_svd``.
+        configs: see ``load_svd``; by default the architecture is read off the file's shapes
+            (``configs_from_checkpoint``).
     """
     from safetensors import SafetensorError, safe_open
 
@@ -622,7 +620,7 @@ def load_svd_single_file(path, dtype: torch.dtype | None = None, device: str | t
                                  f"{describe_checkpoint(keys)}. {WHERE_SVD_GOES}")
             prefixes = (UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX)
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in keys if k.startswith(prefixes)}
-            models = _empty_models(shapes, path.name, architecture, configs)
+            models = _empty_models(shapes, path.name, configs)
             parts = _parts(models)
             for part, prefix, module, convert in parts:  # names and shapes first, on meta tensors
                 meta = {k[len(prefix):]: torch.empty(v, device="meta")
@@ -645,9 +643,7 @@ def load_svd_single_file(path, dtype: torch.dtype | None = None, device: str | t
     return models
 
 
-def _empty_models(shapes: Mapping[str, tuple[int, ...]], name: str, architecture, configs) -> SVDModels:
-    if architecture is not None:
-        return architecture()
+def _empty_models(shapes: Mapping[str, tuple[int, ...]], name: str, configs) -> SVDModels:
     if configs is None:
         return svd_from_configs(configs_from_checkpoint(shapes, frames_from_name(name)), device="meta")
     configs = dict(configs, unet={"num_frames": frames_from_name(name), **configs["unet"]})
