@@ -27,6 +27,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 # links by output and input name, groups by member node ids, notes placed in a column too.
 ANCHOR_ONLY = {
     "file": "recapture_anchor_only.json",
+    "overview": "anchor_workflow.png",
     "nodes": [
         {"id": 1, "type": "ReCaptureLoadVideo", "col": 0, "title": "Source video",
          "widgets": {"video": "recapture_sample.mp4", "frame_count": 14, "width": 1024, "height": 576}},
@@ -76,6 +77,7 @@ SVD_CHOICE = f"checkpoints/{SVD_FILE}"
 
 FULL = {
     "file": "recapture_full.json",
+    "overview": "full_workflow.png",
     "nodes": ANCHOR_ONLY["nodes"][:6] + [
         {"id": 6, "type": "CreateVideo", "col": 3, "title": "Anchor video"},
         {"id": 7, "type": "SaveVideo", "col": 3, "widgets": {"filename_prefix": "recapture/anchor"}},
@@ -133,8 +135,36 @@ def build(server: ComfyServer, spec: dict, values: dict, out: Path) -> None:
         workflow = page.evaluate(BUILD_JS, resolved)
         for prefix, picture in spec.get("pictures", {}).items():
             group_picture(page, prefix, REPO / "web" / "docs" / picture)
+        page.set_viewport_size({"width": 2800, "height": 1400})
+        page.add_style_tag(content="[class*='minimap'] { display: none !important; }")
+        page.wait_for_timeout(500)
+        overview_picture(page, REPO / "docs" / "images" / spec["overview"])
         browser.close()
     out.write_text(json.dumps(workflow, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def overview_picture(page, out: Path) -> None:
+    """The whole graph just built, fitted into the canvas (the README's pictures)."""
+    box = page.evaluate("""() => {
+        const app = window.app, canvas = app.canvas, rect = canvas.canvas.getBoundingClientRect();
+        canvas.deselectAll?.();  // no selection toolbox in the picture
+        canvas.show_info = false;  // nor the FPS corner
+        const top = 130, left = 70, right = 10, bottom = 40;  // clear of the top bar, side bar, canvas info
+        const boxes = [...app.graph._nodes.map(n => [n.pos[0], n.pos[1] - 30, n.size[0], n.size[1] + 30]),
+                       ...app.graph._groups.map(g => g._bounding)];
+        const x0 = Math.min(...boxes.map(b => b[0])), y0 = Math.min(...boxes.map(b => b[1]));
+        const x1 = Math.max(...boxes.map(b => b[0] + b[2])), y1 = Math.max(...boxes.map(b => b[1] + b[3]));
+        const width = rect.width - left - right, height = rect.height - top - bottom;
+        const scale = Math.min(width / (x1 - x0 + 40), height / (y1 - y0 + 40));
+        canvas.ds.scale = scale;
+        canvas.ds.offset = [(left + 20) / scale - x0, (top + 20) / scale - y0];
+        canvas.setDirty(true, true);
+        return {x: rect.left + left, y: rect.top + top, width: Math.ceil((x1 - x0 + 40) * scale),
+                height: Math.ceil((y1 - y0 + 40) * scale)};
+    }""")
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(out), clip=box)
     print(f"wrote {out}")
 
 
@@ -155,7 +185,7 @@ def group_picture(page, title_prefix: str, out: Path) -> None:
 
 
 BUILD_JS = """
-(spec) => {
+async (spec) => {
   const app = window.app;
   const COL_WIDTH = 420, GAP = 60, TOP = 80, LEFT = 40;
   app.graph.clear();
@@ -175,14 +205,20 @@ BUILD_JS = """
       const w = node.widgets.find(w => w.name === name);
       if (!w) throw new Error(n.type + ' has no widget ' + name);
       w.value = value;
+      w.callback?.(value, app.canvas, node);  // as a person's edit: e.g. the video upload shows its preview
     }
     // fixed seeds: re-queueing reuses the trained LoRAs from ComfyUI's cache instead of retraining
     const control = node.widgets?.find(w => w.name === 'control_after_generate');
     if (control) control.value = 'fixed';
+    byId[n.id] = node;
+  }
+  // Previews (the video upload's player, our views) load asynchronously: size the nodes after them.
+  await new Promise(resolve => setTimeout(resolve, 2500));
+  for (const n of spec.nodes) {
+    const node = byId[n.id];
     node.size = node.computeSize();
     node.size[0] = Math.max(node.size[0], COL_WIDTH - GAP);
     place(node, n.col);
-    byId[n.id] = node;
   }
   for (const [src, out, dst, inp] of spec.links) {
     const s = byId[src], d = byId[dst];

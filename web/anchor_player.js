@@ -39,6 +39,7 @@ class AnchorPlayer {
     Object.assign(this.image.style, { flex: "1 1 auto", minHeight: "0", width: "100%", objectFit: "contain",
                                       background: "#15181d", borderRadius: "4px" });
     this.image.alt = "anchor";
+    this.image.style.visibility = "hidden"; // no broken-image icon before the first run
     const bar = document.createElement("div");
     Object.assign(bar.style, { display: "flex", alignItems: "center", gap: "6px" });
     this.play = document.createElement("button");
@@ -96,6 +97,7 @@ class AnchorPlayer {
     if (!urls.length) return;
     this.index = ((index % urls.length) + urls.length) % urls.length;
     this.image.src = urls[this.index];
+    this.image.style.visibility = "visible";
     this.slider.value = this.index;
     this.label.textContent = `frame ${this.index + 1}/${urls.length}`;
   }
