@@ -17,7 +17,7 @@ import comfy.utils
 import folder_paths
 
 __all__ = ["ComfyExtension", "InputImpl", "io", "ui", "Progress", "check_cancel", "input_files", "input_path",
-           "model_path", "output_file", "releasing_memory", "require_finite", "writable_folder"]
+           "model_path", "output_file", "releasing_memory", "require_finite", "video_player", "writable_folder"]
 
 
 def check_cancel() -> None:
@@ -79,6 +79,17 @@ def releasing_memory():
     except BaseException:
         comfy.model_management.soft_empty_cache()
         raise
+
+
+def video_player(cls, frames, overlay=None) -> dict:
+    """ui data for the pack's in-node video player (web/video_player.js): small copies of the frames,
+    and optionally the same frames with an overlay the player can toggle, saved as temp previews."""
+    from ..recapture.video import preview_frames
+
+    player = {"frames": ui.PreviewImage(preview_frames(frames), cls=cls).values}
+    if overlay is not None:
+        player["overlay"] = ui.PreviewImage(preview_frames(overlay), cls=cls).values
+    return {"recapture_player": [player]}
 
 
 def input_files(extensions: tuple[str, ...]) -> list[str]:

@@ -10,7 +10,7 @@ import torch
 
 from ..recapture import camera
 from ..recapture.types import CameraPath, PointCloud
-from ._api import Progress, input_files, input_path, io, output_file, require_finite, ui
+from ._api import Progress, input_files, input_path, io, output_file, require_finite, video_player
 from .depth import DepthType
 
 PointCloudType = io.Custom("RECAPTURE_POINTCLOUD")
@@ -214,7 +214,7 @@ class ReCaptureRenderAnchor(io.ComfyNode):
 
     @classmethod
     def execute(cls, point_cloud: PointCloud, camera_path: CameraPath, dilate_holes: int) -> io.NodeOutput:
-        from ..recapture.render import anchor_previews, render_anchor
+        from ..recapture.render import mask_overlay, render_anchor
 
         if camera_path.num_frames != point_cloud.num_frames:
             raise ValueError(
@@ -229,10 +229,8 @@ class ReCaptureRenderAnchor(io.ComfyNode):
         anchor, mask = render_anchor(_to(point_cloud, device), _to(camera_path, device),
                                      dilate_holes=dilate_holes, on_frame=progress.advance)
         anchor, mask = anchor.cpu(), mask.cpu()
-        # the node's player (web/anchor_player.js): the anchor, and the same with its holes painted
-        plain, overlay = anchor_previews(anchor, mask)
-        player = {"frames": ui.PreviewImage(plain, cls=cls).values, "overlay": ui.PreviewImage(overlay, cls=cls).values}
-        return io.NodeOutput(anchor, mask, 1.0 - mask, ui={"recapture_anchor": [player]})
+        # the node's player: the anchor, and the same with its holes painted (the mask overlay toggle)
+        return io.NodeOutput(anchor, mask, 1.0 - mask, ui=video_player(cls, anchor, mask_overlay(anchor, mask)))
 
 
 def _to(value, device):

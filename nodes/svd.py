@@ -9,7 +9,7 @@ import comfy.model_management
 import folder_paths
 import torch
 
-from ._api import Progress, io, model_path, releasing_memory, require_finite, ui, writable_folder
+from ._api import Progress, io, model_path, releasing_memory, require_finite, ui, video_player, writable_folder
 
 SVDType = io.Custom("RECAPTURE_SVD")
 LoRAType = io.Custom("RECAPTURE_LORA")
@@ -281,7 +281,7 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
         progress = Progress(steps)
         with torch.inference_mode(False), releasing_memory():
             frames = sample_video(svd, lora, prompt.clone(), anchor.shape[0], config, lambda _: progress.advance())
-        return io.NodeOutput(frames)
+        return io.NodeOutput(frames, ui=video_player(cls, frames))
 
 
 class ReCaptureSDEditRefine(io.ComfyNode):
@@ -313,4 +313,4 @@ class ReCaptureSDEditRefine(io.ComfyNode):
         with torch.inference_mode(False), releasing_memory():
             refined = sdedit(svd, lora, frames.clone(), strength, SampleConfig(steps=steps, seed=seed),
                              lambda _: progress.advance())
-        return io.NodeOutput(refined)
+        return io.NodeOutput(refined, ui=video_player(cls, refined))

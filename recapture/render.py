@@ -193,13 +193,3 @@ def mask_overlay(anchor: torch.Tensor, mask: torch.Tensor, color: tuple[float, f
     SVD will have to invent the scene, at a glance."""
     paint = ((1.0 - mask) * strength)[..., None]
     return anchor * (1.0 - paint) + torch.tensor(color, dtype=anchor.dtype, device=anchor.device) * paint
-
-
-def anchor_previews(anchor: torch.Tensor, mask: torch.Tensor, max_width: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """Small copies for the node's player: the anchor and its mask overlay, at most ``max_width`` wide."""
-    from .video import fit_frames
-
-    n, h, w, _ = anchor.shape
-    scale = min(1.0, max_width / w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return (fit_frames(anchor, *size, mode="stretch"), fit_frames(mask_overlay(anchor, mask), *size, mode="stretch"))

@@ -220,6 +220,13 @@ def fit_frames(frames: torch.Tensor, width: int, height: int, mode: str = "crop"
     return out.permute(0, 2, 3, 1).contiguous()
 
 
+def preview_frames(frames: torch.Tensor, max_width: int = 512) -> torch.Tensor:
+    """Small copies of ``(N, H, W, 3)`` frames for a node's player: at most ``max_width`` wide, aspect kept."""
+    n, h, w, _ = frames.shape
+    scale = min(1.0, max_width / w)
+    return fit_frames(frames, max(1, round(w * scale)), max(1, round(h * scale)), mode="stretch")
+
+
 def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     antialias = height < x.shape[-2] or width < x.shape[-1]
     return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=antialias).clamp_(0, 1)

@@ -108,3 +108,37 @@ def test_shipped_workflow_loads_and_matches_our_api_conversion(canvas, comfy, ar
     for warning in ("Missing", "missing", "Invalid workflow", "Alert"):  # missing nodes/models, schema errors
         assert canvas.get_by_text(warning).count() == 0, warning
     assert pack_console_errors(canvas.messages) == []
+
+
+@pytest.mark.parametrize("node_type", ["ReCaptureSVDDualLoRASample", "ReCaptureSDEditRefine"])
+def test_sampled_frames_play_in_their_node(canvas, comfy, artifacts, node_type):
+    """The sampler and the refiner play what they made, as the node's ui output names it; unlike
+    Render Anchor they have no mask-overlay toggle."""
+    from PIL import Image
+
+    names = []
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        names.append(f"player_test_{i}.png")
+        Image.new("RGB", (96, 64), colour).save(comfy.base / "temp" / names[-1])
+    frames = [{"filename": n, "subfolder": "", "type": "temp"} for n in names]
+    state = canvas.evaluate("""async ([type, frames]) => {
+        window.app.graph.clear();
+        const node = LiteGraph.createNode(type);
+        window.app.graph.add(node);
+        node.onExecuted({recapture_player: [{frames}]});
+        const p = node.recapturePlayer;
+        p.pause(); p.show(1);
+        await new Promise((ok) => { if (p.image.complete) ok(); else p.image.onload = ok; });
+        const c = document.createElement("canvas");
+        c.width = p.image.naturalWidth; c.height = p.image.naturalHeight;
+        const ctx = c.getContext("2d"); ctx.drawImage(p.image, 0, 0);
+        return {count: p.frames.length, label: p.label.textContent, size: [c.width, c.height],
+                pixel: Array.from(ctx.getImageData(5, 5, 1, 1).data.slice(0, 3)),
+                toggle: p.element.contains(p.checkbox)};
+    }""", [node_type, frames])
+    canvas.wait_for_timeout(300)
+    canvas.screenshot(path=str(artifacts / f"player_{node_type}.png"))
+    assert state["count"] == 3 and state["label"] == "frame 2/3"
+    assert state["size"] == [96, 64] and state["pixel"] == [30, 200, 30]  # the second frame is shown
+    assert state["toggle"] is False
+    assert pack_console_errors(canvas.messages) == []

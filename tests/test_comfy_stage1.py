@@ -62,7 +62,7 @@ def test_real_video_with_estimated_depth_to_anchor(comfy, bunny, depth_model):
     import numpy as np
     from PIL import Image
 
-    player = entry["outputs"]["5"]["recapture_anchor"][0]
+    player = entry["outputs"]["5"]["recapture_player"][0]
     assert len(player["frames"]) == len(player["overlay"]) == 6
 
     def picture(ref) -> np.ndarray:

@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
 from comfy_harness import REPO, ui_to_api
 from recapture.sample import write_sample
@@ -77,8 +78,18 @@ def test_full_workflow_runs_with_a_tiny_single_file_svd(comfy, sample_in_input, 
     entry = comfy.run(prompt, timeout=600)
     videos = saved_videos(comfy, entry)
     assert set(videos) == {"anchor", "mask", "recaptured"}, videos
+    videos_frames = {}
     for name in videos:
         frames, fps = decode(videos[name])
         assert frames.shape == (4, 64, 64, 3) and fps == pytest.approx(8.0), name
+        videos_frames[name] = frames.astype(float)
     loras = comfy.base / "models" / "loras" / "recapture"
     assert any(p.name.endswith("_temporal.safetensors") for p in loras.iterdir())
+    # the sampled and the refined frames play in their own nodes: the refined ones are the saved video's
+    players = {node["class_type"]: entry["outputs"][key]["recapture_player"][0] for key, node in prompt.items()
+               if "recapture_player" in entry["outputs"].get(key, {})}
+    assert set(players) == {"ReCaptureRenderAnchor", "ReCaptureSVDDualLoRASample", "ReCaptureSDEditRefine"}
+    assert all(len(p["frames"]) == 4 for p in players.values()) and "overlay" not in players["ReCaptureSDEditRefine"]
+    refined = np.stack([np.asarray(Image.open(comfy.base / "temp" / f["subfolder"] / f["filename"]).convert("RGB"))
+                        for f in players["ReCaptureSDEditRefine"]["frames"]]).astype(float)
+    assert np.abs(refined - videos_frames["recaptured"]).mean() < 6  # PNG previews vs the encoded video

@@ -1,11 +1,16 @@
-// The anchor player on ReCapture Render Anchor nodes: plays the anchor video after a run, with a
-// toggle that paints the holes (validity mask = 0) so a person sees at a glance what SVD must invent.
-// Fails soft: if anything here breaks, the node still renders, saves and runs.
+// The video player in ReCapture nodes that make frames: after a run it plays them in the node. On
+// Render Anchor a toggle paints the holes (validity mask = 0), so a person sees at a glance what SVD
+// must invent. Fails soft: if anything here breaks, the node still renders, saves and runs.
 import { api } from "../../scripts/api.js";
 import { addNodeView, runAfter } from "./node_views.js";
 
-export const NODE_TYPE = "ReCaptureRenderAnchor";
-const WIDGET_TYPE = "RECAPTURE_ANCHOR_PLAYER";
+// node type -> the label of its overlay toggle (null: no overlay)
+export const PLAYER_NODES = {
+  ReCaptureRenderAnchor: "mask overlay",
+  ReCaptureSVDDualLoRASample: null,
+  ReCaptureSDEditRefine: null,
+};
+const WIDGET_TYPE = "RECAPTURE_VIDEO_PLAYER";
 const FPS = 8;
 const MIN_HEIGHT = 200;
 let warned = false;
@@ -13,7 +18,7 @@ let warned = false;
 function warnOnce(message, error) {
   if (warned) return;
   warned = true;
-  console.warn(`[ReCapture] anchor player: ${message}`, error);
+  console.warn(`[ReCapture] video player: ${message}`, error);
 }
 
 function viewUrl(file) {
@@ -21,15 +26,15 @@ function viewUrl(file) {
   return api.apiURL(`/view?${params}`);
 }
 
-class AnchorPlayer {
-  constructor(node) {
+class VideoPlayer {
+  constructor(node, overlayLabel) {
     this.node = node;
     this.frames = [];
     this.overlay = [];
     this.index = 0;
     this.timer = null;
     node.properties ??= {};
-    node.properties.recapture_mask_overlay ??= false;
+    if (overlayLabel) node.properties.recapture_mask_overlay ??= false; // saved with the workflow
 
     this.element = document.createElement("div");
     Object.assign(this.element.style, { display: "flex", flexDirection: "column", gap: "4px", width: "100%",
@@ -38,25 +43,26 @@ class AnchorPlayer {
     this.image = document.createElement("img");
     Object.assign(this.image.style, { flex: "1 1 auto", minHeight: "0", width: "100%", objectFit: "contain",
                                       background: "#15181d", borderRadius: "4px" });
-    this.image.alt = "anchor";
+    this.image.alt = "frames";
     this.image.style.visibility = "hidden"; // no broken-image icon before the first run
     const bar = document.createElement("div");
     Object.assign(bar.style, { display: "flex", alignItems: "center", gap: "6px" });
     this.play = document.createElement("button");
-    this.play.textContent = "❚❚";
+    this.play.textContent = "▶";
     this.play.title = "play / pause";
     this.slider = document.createElement("input");
     Object.assign(this.slider, { type: "range", min: 0, max: 0, value: 0 });
     this.slider.style.flex = "1";
     this.label = document.createElement("span");
-    this.label.textContent = "run the graph to see the anchor";
+    this.label.textContent = "run the graph to play the frames";
     const toggle = document.createElement("label");
     toggle.title = "paint the holes (where the validity mask is 0)";
     this.checkbox = document.createElement("input");
     this.checkbox.type = "checkbox";
     this.checkbox.checked = !!node.properties.recapture_mask_overlay;
-    toggle.append(this.checkbox, " mask overlay");
-    bar.append(this.play, this.slider, this.label, toggle);
+    toggle.append(this.checkbox, ` ${overlayLabel}`);
+    bar.append(this.play, this.slider, this.label);
+    if (overlayLabel) bar.append(toggle);
     this.element.append(this.image, bar);
 
     // the canvas must not take these clicks as node drags
@@ -78,14 +84,14 @@ class AnchorPlayer {
   }
 
   get showing() {
-    return this.checkbox.checked ? this.overlay : this.frames;
+    return this.checkbox.checked && this.overlay.length ? this.overlay : this.frames;
   }
 
   onExecuted(output) {
-    const data = output?.recapture_anchor?.[0];
+    const data = output?.recapture_player?.[0];
     if (!data) return;
     this.frames = data.frames.map(viewUrl);
-    this.overlay = data.overlay.map(viewUrl);
+    this.overlay = (data.overlay ?? []).map(viewUrl);
     for (const url of [...this.frames, ...this.overlay]) new Image().src = url; // preload: smooth playback
     this.slider.max = Math.max(0, this.frames.length - 1);
     this.show(0);
@@ -115,11 +121,11 @@ class AnchorPlayer {
   }
 }
 
-/** Adds the player to a Render Anchor node. Never throws: the node works without it. */
-export function attachAnchorPlayer(node) {
+/** Adds the player to a node of PLAYER_NODES. Never throws: the node works without it. */
+export function attachVideoPlayer(node) {
   try {
-    const player = new AnchorPlayer(node);
-    addNodeView(node, "anchor_player", WIDGET_TYPE, player.element, MIN_HEIGHT);
+    const player = new VideoPlayer(node, PLAYER_NODES[node.comfyClass]);
+    addNodeView(node, "video_player", WIDGET_TYPE, player.element, MIN_HEIGHT);
     node.recapturePlayer = player; // for tests and debugging
     const chain = (method, fn) => runAfter(node, method, (f) => player.guard(f), fn);
     chain("onExecuted", (output) => player.onExecuted(output));
