@@ -58,3 +58,36 @@ def offloaded(*modules: torch.nn.Module, to: torch.device | str = "cpu") -> Iter
     finally:
         for m, home in zip(modules, homes):
             m.to(home)
+
+
+@contextlib.contextmanager
+def checkpointed_blocks(unet: torch.nn.Module) -> Iterator[None]:
+    """Gradient checkpointing of every residual and transformer block of SVD's UNet, for the block.
+
+    Each ``SpatioTemporalResBlock`` and whole ``TransformerSpatioTemporalModel`` (spatial *and*
+    temporal attention, their mixer and projections) keeps only its inputs and recomputes its insides
+    during backward. diffusers' own checkpointing wraps the residual blocks and the spatial
+    transformer blocks but not the temporal ones, so at 14x576x1024 it still keeps about 34 GB of
+    activations (``bench/memory.py``). Gradients are unchanged; the price is one more forward pass.
+    Keep the backward inside the block.
+    """
+    from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
+    from diffusers.models.resnet import SpatioTemporalResBlock
+    from torch.utils.checkpoint import checkpoint
+
+    blocks = [m for m in unet.modules() if isinstance(m, (SpatioTemporalResBlock, TransformerSpatioTemporalModel))]
+
+    def checkpointing(forward):
+        def run(*args, **kwargs):
+            if not torch.is_grad_enabled():
+                return forward(*args, **kwargs)
+            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return run
+
+    for block in blocks:
+        block.forward = checkpointing(block.forward)
+    try:
+        yield
+    finally:
+        for block in blocks:
+            del block.forward  # the class's forward again

@@ -14,6 +14,7 @@ motion_bucket_id, noise_aug_strength]``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 
 from .lora import (ADAPTERS, adapter_parameters, adapter_state, image_only_mode, inject_lora_adapters,
                    load_adapter_state, remove_lora_adapters, set_lora_strengths)
-from .memory import explain_out_of_memory, offloaded
+from .memory import checkpointed_blocks, explain_out_of_memory, offloaded
 from .types import SVDModels
 
 
@@ -220,14 +221,13 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
     time_ids = torch.tensor([[config.fps - 1, config.motion_bucket_id, config.noise_aug_strength]], device=device)
 
     # 2. Two adapters on the frozen base, one optimizer over both.
+    #    Checkpointing keeps only each block's inputs (the backward passes run inside, as it requires).
     encoders = (models.vae, models.image_encoder) if config.offload_encoders else ()
-    with offloaded(*encoders):
+    checkpointing = checkpointed_blocks(unet) if config.gradient_checkpointing else contextlib.nullcontext()
+    with offloaded(*encoders), checkpointing:
         inject_lora_adapters(unet, config.rank, config.alpha, config.seed)
         temporal_params, spatial_params = (adapter_parameters(unet, a) for a in ADAPTERS)
         optimizer = torch.optim.AdamW([*temporal_params, *spatial_params], lr=config.learning_rate, weight_decay=0.0)
-        checkpointing_was = getattr(unet, "is_gradient_checkpointing", False)
-        if config.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
         losses: list[tuple[float, float]] = []
         try:
             for step in range(config.steps):
@@ -269,8 +269,6 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
         finally:
             del optimizer
             remove_lora_adapters(unet)
-            if config.gradient_checkpointing and not checkpointing_was:
-                unet.disable_gradient_checkpointing()
 
 
 def _trainable(train: list[torch.nn.Parameter], freeze: list[torch.nn.Parameter]) -> None:

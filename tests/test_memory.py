@@ -78,3 +78,36 @@ def test_sampling_moves_each_model_off_while_the_others_work(models, low_memory)
     assert during_steps == [("cpu", "cpu")] * 2
     assert set(decoded_with) == ({"cpu"} if low_memory else {"home"})
     assert ("unet", "cpu") in models.moves if low_memory else where(models.moves, "unet") == "home"
+
+
+def test_block_checkpointing_keeps_the_gradients_and_recomputes_every_block():
+    """Checkpointing every residual and whole spatio-temporal transformer block changes nothing but
+    what is stored: the trained LoRAs match training without it, each block runs once more per
+    backward, and the blocks get their own forward back afterwards."""
+    from diffusers.models.resnet import SpatioTemporalResBlock
+    from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
+
+    anchor, mask = clip(), torch.ones(4, H, W)
+    trained, calls = {}, {}
+    for checkpointing in (False, True):
+        models = tiny_svd_models()
+        blocks = {name: m for name, m in models.unet.named_modules()
+                  if isinstance(m, (SpatioTemporalResBlock, TransformerSpatioTemporalModel))}
+        counts = dict.fromkeys(blocks, 0)
+        for name, block in blocks.items():  # a recomputation calls forward, not the block: count its first layer
+            next(block.children()).register_forward_pre_hook(
+                lambda _m, _a, n=name: counts.__setitem__(n, counts[n] + 1))
+        trained[checkpointing] = train_recapture_lora(
+            models, anchor, mask, anchor, TrainConfig(steps=2, spatial_frames=2, gradient_checkpointing=checkpointing))
+        calls[checkpointing] = counts
+        assert all("forward" not in vars(b) for b in blocks.values())
+    assert len(blocks) > 10
+    # 2 steps x (temporal + spatial pass) = 4 forwards per block; checkpointing re-runs each in backward,
+    # except the first residual block: its input needs no gradient, so it keeps nothing to recompute
+    assert set(calls[False].values()) == {4}
+    assert calls[True] == {name: 4 if name == "down_blocks.0.resnets.0" else 8 for name in blocks}
+    for adapter in ("temporal", "spatial"):
+        plain, checkpointed = getattr(trained[False], adapter), getattr(trained[True], adapter)
+        assert plain.keys() == checkpointed.keys()
+        for key in plain:
+            torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-5, atol=1e-6)
