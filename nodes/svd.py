@@ -256,6 +256,10 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
                                tooltip="Strength of the spatial (appearance) LoRA."),
                 io.Int.Input("decode_chunk_size", default=8, min=1, max=64,
                              tooltip="Frames decoded at once by the VAE; lower it if memory runs out."),
+                io.Boolean.Input("low_memory", default=False, optional=True,
+                                 tooltip="For GPUs with 8-12 GB: the two guidance branches run one after the other and "
+                                         "the UNet leaves the GPU while the VAE works (with decode_chunk_size 2, "
+                                         "25 frames at 1024x576 need about 7 GB instead of 14). A little slower."),
                 io.Image.Input("source", optional=True, tooltip="The source frames, for image_prompt = first source frame."),
             ],
             outputs=[io.Image.Output("frames", display_name="frames", tooltip="The sampled video frames.")],
@@ -264,7 +268,7 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
     @classmethod
     def execute(cls, svd, lora, anchor, image_prompt, steps, seed, min_guidance, max_guidance, fps,
                 motion_bucket_id, noise_aug_strength, temporal_strength, spatial_strength, decode_chunk_size,
-                source=None) -> io.NodeOutput:
+                low_memory=False, source=None) -> io.NodeOutput:
         from ..recapture.sampling import SampleConfig, sample_video
 
         if image_prompt == PROMPT_FRAMES[1] and source is None:
@@ -277,7 +281,7 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
         config = SampleConfig(steps=steps, min_guidance=min_guidance, max_guidance=max_guidance, fps=fps,
                               motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength, seed=seed,
                               temporal_strength=temporal_strength, spatial_strength=spatial_strength,
-                              decode_chunk_size=decode_chunk_size)
+                              decode_chunk_size=decode_chunk_size, low_memory=low_memory)
         progress = Progress(steps)
         with torch.inference_mode(False), releasing_memory():
             frames = sample_video(svd, lora, prompt.clone(), anchor.shape[0], config, lambda _: progress.advance())
@@ -300,17 +304,23 @@ class ReCaptureSDEditRefine(io.ComfyNode):
                 io.Float.Input("strength", default=0.3, min=0.0, max=1.0, step=0.05,
                                tooltip="How far to re-noise: 0 = unchanged, 1 = from pure noise."),
                 *_sample_inputs(),
+                io.Int.Input("decode_chunk_size", default=8, min=1, max=64, optional=True,
+                             tooltip="Frames the VAE encodes and decodes at once; lower it if memory runs out."),
+                io.Boolean.Input("low_memory", default=False, optional=True,
+                                 tooltip="For GPUs with 8-12 GB: the two guidance branches run one after the other and "
+                                         "the UNet leaves the GPU while the VAE works (with decode_chunk_size 2, "
+                                         "25 frames at 1024x576 need about 6 GB instead of 14). A little slower."),
             ],
             outputs=[io.Image.Output("refined", display_name="refined", tooltip="The refined frames.")],
         )
 
     @classmethod
-    def execute(cls, svd, lora, frames, strength, steps, seed) -> io.NodeOutput:
+    def execute(cls, svd, lora, frames, strength, steps, seed, decode_chunk_size=8, low_memory=False) -> io.NodeOutput:
         from ..recapture.sampling import SampleConfig, sdedit
 
         require_finite("frames", frames, "connect the frames straight from ReCapture SVD Dual-LoRA Sample")
+        config = SampleConfig(steps=steps, seed=seed, decode_chunk_size=decode_chunk_size, low_memory=low_memory)
         progress = Progress(max(1, round(steps * strength)))
         with torch.inference_mode(False), releasing_memory():
-            refined = sdedit(svd, lora, frames.clone(), strength, SampleConfig(steps=steps, seed=seed),
-                             lambda _: progress.advance())
+            refined = sdedit(svd, lora, frames.clone(), strength, config, lambda _: progress.advance())
         return io.NodeOutput(refined, ui=video_player(cls, refined))

@@ -31,10 +31,10 @@ class SampleConfig:
     seed: int = 0
     temporal_strength: float = 1.0
     spatial_strength: float = 1.0
-    decode_chunk_size: int = 8
+    decode_chunk_size: int = 8  # frames the VAE decodes (SDEdit: also encodes) at once
     merge_lora: bool = True  # fold the LoRAs into the weights while sampling (see lora.merged_lora)
     offload_encoders: bool = True  # CLIP and the VAE wait on the CPU while the UNet denoises
-    low_memory: bool = False  # also the UNet waits on the CPU while the VAE decodes
+    low_memory: bool = False  # CFG's two branches in turn; the UNet waits on the CPU while the VAE works
 
 
 def karras_sigmas(models: SVDModels, steps: int) -> torch.Tensor:
@@ -60,8 +60,12 @@ def denoise(models: SVDModels, latents: torch.Tensor, sigmas: torch.Tensor, embe
     x = latents.to(device)
     for i in range(len(sigmas) - 1):
         sigma, following = sigmas[i].to(device), sigmas[i + 1].to(device)
-        unconditional, conditional = edm_denoise(unet, torch.cat([x, x]), sigma.repeat(2), both_conditions,
-                                                 both_embeddings, time_ids).chunk(2)
+        if config.low_memory:  # one branch after the other: half the activations, same result
+            unconditional, conditional = (edm_denoise(unet, x, sigma[None], both_conditions[b : b + 1],
+                                                      both_embeddings[b : b + 1], time_ids[b : b + 1]) for b in (0, 1))
+        else:
+            unconditional, conditional = edm_denoise(unet, torch.cat([x, x]), sigma.repeat(2), both_conditions,
+                                                     both_embeddings, time_ids).chunk(2)
         denoised = unconditional + guidance * (conditional - unconditional)
         x = x + (x - denoised) / sigma * (following - sigma)
         if on_step is not None:
@@ -146,7 +150,8 @@ def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, st
     if not torch.isfinite(frames).all():
         raise ValueError("the frames to refine have NaN or infinite values: refine frames with colours in 0..1")
     generator = torch.Generator("cpu").manual_seed(config.seed)
-    x0 = encode_latents(models, frames)[None]
+    with offloaded(models.unet) if config.low_memory else contextlib.nullcontext():
+        x0 = encode_latents(models, frames, config.decode_chunk_size)[None]
     run = round(config.steps * strength)
     sigmas = karras_sigmas(models, config.steps)[-(run + 1):]
     embedding, condition = encode_conditioning(models, frames[0], config.noise_aug_strength, generator)

@@ -22,8 +22,8 @@ NODES = {
     "ReCaptureLoadLoRA": {"temporal", "spatial"},
     "ReCaptureSVDDualLoRASample": {"svd", "lora", "anchor", "image_prompt", "steps", "seed", "min_guidance",
                                    "max_guidance", "fps", "motion_bucket_id", "noise_aug_strength",
-                                   "temporal_strength", "spatial_strength", "decode_chunk_size", "source"},
-    "ReCaptureSDEditRefine": {"svd", "lora", "frames", "strength", "steps", "seed"},
+                                   "temporal_strength", "spatial_strength", "decode_chunk_size", "low_memory", "source"},
+    "ReCaptureSDEditRefine": {"svd", "lora", "frames", "strength", "steps", "seed", "decode_chunk_size", "low_memory"},
 }
 OUTPUTS = {
     "ReCaptureLoadVideo": ["IMAGE", "FLOAT", "INT"],
