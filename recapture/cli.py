@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .files import atomic_path
+from .memory import OutOfMemory
 
 DEPTH_KINDS = ("metric", "inverse", "relative")
 
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, OSError) as e:  # our errors are ValueErrors whose message names the fix
+    except (ValueError, OSError, OutOfMemory) as e:  # our errors' messages name the fix
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -37,6 +37,9 @@ class SampleConfig:
     low_memory: bool = False  # CFG's two branches in turn; the UNet waits on the CPU while the VAE works
 
 
+LOW_MEMORY_ADVICE = "low_memory on with decode_chunk_size 2 (about half the memory)"
+
+
 def karras_sigmas(models: SVDModels, steps: int) -> torch.Tensor:
     """The scheduler's sigmas for ``steps`` steps, ending with 0: ``(steps + 1,)``."""
     if steps < 1:
@@ -133,7 +136,7 @@ def sample_video(models: SVDModels, lora: TrainedLoRA | None, prompt_frame: torc
     def work():
         return _denoise_then_decode(models, noise * sigmas[0], sigmas, embedding, condition, config, on_step)
 
-    with explain_out_of_memory("sampling", num_frames, h, w, "a smaller decode_chunk_size"):
+    with explain_out_of_memory("sampling", num_frames, h, w, LOW_MEMORY_ADVICE):
         return _with_lora(models, lora, config.temporal_strength, config.spatial_strength, config.merge_lora, work)
 
 
@@ -162,5 +165,5 @@ def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, st
             return decode_latents(models, x0, config.decode_chunk_size)
         return _denoise_then_decode(models, x0 + sigmas[0] * noise, sigmas, embedding, condition, config, on_step)
 
-    with explain_out_of_memory("refining", len(frames), frames.shape[1], frames.shape[2], "a smaller decode_chunk_size"):
+    with explain_out_of_memory("refining", len(frames), frames.shape[1], frames.shape[2], LOW_MEMORY_ADVICE):
         return _with_lora(models, lora, 0.0, config.spatial_strength, config.merge_lora, work)

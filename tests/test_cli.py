@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from comfy_harness import REPO
 from recapture import camera
@@ -114,7 +115,8 @@ def test_run_does_the_whole_method(sample, tiny_svd, tmp_path):
                    "--out", str(again)).returncode == 0
     result = run_cli("sample", "--anchor", str(out / "anchor.npz"), "--lora-temporal",
                      str(again / "pair_temporal.safetensors"), "--lora-spatial", str(again / "pair_spatial.safetensors"),
-                     "--svd", str(tiny_svd), "--sample-steps", "2", "--refine", "0", "--fps", "8", "--out", str(again))
+                     "--svd", str(tiny_svd), "--sample-steps", "2", "--refine", "0", "--fps", "8", "--low-memory",
+                     "--decode-chunk-size", "2", "--out", str(again))
     assert result.returncode == 0, result.stderr
     assert frame_count(again / "recaptured.mp4") == (4, 64, 64)
 
@@ -125,3 +127,22 @@ def test_train_refuses_a_pickled_model(sample, tmp_path):
     result = run_cli("train", "--anchor", str(tmp_path / "anchor.npz"), "--video", str(sample / "recapture_sample.mp4"),
                      "--svd", str(tmp_path / "svd.ckpt"), "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "never pickled" in result.stderr
+
+
+def test_out_of_memory_is_advice_on_stderr(sample, tiny_svd, tmp_path, monkeypatch, capsys):
+    """A full GPU (made to happen on the CPU) ends the command with the ways out, not a traceback."""
+    import diffusers
+
+    from recapture.cli import main
+
+    def exhausted(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(diffusers.UNetSpatioTemporalConditionModel, "forward", exhausted)
+    np.savez(tmp_path / "anchor.npz", anchor=np.full((4, 64, 64, 3), 0.5, np.float32), mask=np.ones((4, 64, 64), np.float32))
+    code = main(["train", "--anchor", str(tmp_path / "anchor.npz"), "--video", str(sample / "recapture_sample.mp4"),
+                 "--svd", str(tiny_svd), "--steps", "1", "--rank", "4", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "error: out of GPU memory while training on 4 frames at 64x64. Ways out: fewer frames" in err
+    assert not list(tmp_path.rglob("*.safetensors"))  # no LoRA file

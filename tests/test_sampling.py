@@ -188,7 +188,7 @@ def test_out_of_memory_becomes_advice_and_leaves_the_model_clean(models, frames,
     with pytest.raises(OutOfMemory, match=r"while training on 4 frames at 32x32.*fewer frames.*bf16 or fp16"):
         train_recapture_lora(models, frames, torch.ones(4, H, W), frames, TrainConfig(steps=2, rank=4))
     assert not lora_layers(models.unet)
-    with pytest.raises(OutOfMemory, match="while sampling .* decode_chunk_size"):
+    with pytest.raises(OutOfMemory, match="while sampling .* low_memory on with decode_chunk_size 2"):
         sample_video(models, None, frames[0], 4, SampleConfig(steps=2))
     monkeypatch.setattr(type(models.unet), "forward", original)
     sample_video(models, None, frames[0], 4, SampleConfig(steps=2))  # and it works again
