@@ -149,7 +149,8 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     parser.add_argument("--keep-encoders", action="store_true", help="CLIP and the VAE stay on the device")
     parser.add_argument("--no-checkpointing", action="store_true")
-    parser.add_argument("--low-memory", action="store_true", help="sampling parks the UNet while the VAE decodes")
+    parser.add_argument("--low-memory", action="store_true",
+                        help="training and sampling in their low_memory modes (TrainConfig / SampleConfig)")
     parser.add_argument("--decode-chunk", type=int, default=8, help="frames the VAE decodes at once")
     parser.add_argument("--skip", choices=["train", "sample"], default=None)
     args = parser.parse_args()
@@ -175,10 +176,11 @@ def main() -> None:
 
             config = TrainConfig(steps=2, rank=args.rank, spatial_frames=args.spatial_frames,
                                  gradient_checkpointing=not args.no_checkpointing,
-                                 offload_encoders=not args.keep_encoders)
+                                 offload_encoders=not args.keep_encoders, low_memory=args.low_memory)
             train_recapture_lora(models, anchor, mask, anchor, config, on_step)
             print(f"training {args.frames}x{size} + {args.spatial_frames} spatial frames, rank {args.rank}, "
-                  f"checkpointing {not args.no_checkpointing}, encoders {'kept' if args.keep_encoders else 'parked'}: "
+                  f"checkpointing {not args.no_checkpointing}, encoders {'kept' if args.keep_encoders else 'parked'}, "
+                  f"low_memory {args.low_memory}: "
                   f"encoding + first step {train_peak[0] / GiB:.2f} GiB, later steps {train_peak[1] / GiB:.2f} GiB")
         if args.skip != "sample":
             inject_lora_adapters(models.unet, rank=args.rank)

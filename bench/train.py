@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--no-checkpointing", action="store_true")
     parser.add_argument("--keep-encoders", action="store_true",
                         help="leave CLIP and the VAE on the device while training (default: parked on the CPU)")
+    parser.add_argument("--low-memory", action="store_true", help="TrainConfig.low_memory (feed-forwards checkpointed too)")
     parser.add_argument("--peak-tflops", type=float, default=990.0)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -49,7 +50,8 @@ def main() -> None:
     anchor = torch.rand(args.frames, args.height, args.width, 3)
     mask = torch.ones(args.frames, args.height, args.width)
     config = TrainConfig(steps=args.steps, spatial_frames=args.spatial_frames,
-                         gradient_checkpointing=not args.no_checkpointing, offload_encoders=not args.keep_encoders)
+                         gradient_checkpointing=not args.no_checkpointing, offload_encoders=not args.keep_encoders,
+                         low_memory=args.low_memory)
 
     stamps: list[float] = []
 
@@ -75,7 +77,7 @@ def main() -> None:
         flops = counter.get_total_flops()  # includes the one-off encoding: an upper bound per step
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     print(f"train step ({args.frames}x{args.height}x{args.width} temporal + {args.spatial_frames} spatial frames, "
-          f"checkpointing {not args.no_checkpointing}): {seconds:.3f} s median, {args.steps} steps, "
+          f"checkpointing {not args.no_checkpointing}, low_memory {args.low_memory}): {seconds:.3f} s median, {args.steps} steps, "
           f"peak GPU memory {peak:.2f} GiB")
     if flops:
         print(f"~{flops / 1e12:.1f} TFLOP per step (upper bound) -> MFU <= {flops / seconds / 1e12 / args.peak_tflops:.1%}")

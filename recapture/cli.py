@@ -120,7 +120,8 @@ def _train(args, models, anchor, mask, source) -> "object":
     from .train import TrainConfig, train_recapture_lora
 
     config = TrainConfig(rank=args.rank, learning_rate=args.lr, steps=args.steps, seed=args.seed, fps=args.svd_fps,
-                         motion_bucket_id=args.motion_bucket_id, noise_aug_strength=args.noise_aug_strength)
+                         motion_bucket_id=args.motion_bucket_id, noise_aug_strength=args.noise_aug_strength,
+                         low_memory=args.low_memory)
     step, close = _progress(args.steps, "train")
     try:
         lora = train_recapture_lora(models, anchor, mask, source, config, on_step=step)
@@ -300,6 +301,11 @@ def _svd_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--svd-fps", type=int, default=7, help="SVD's fps conditioning (use the same for train and sample)")
     p.add_argument("--motion-bucket-id", type=int, default=127, help="SVD's motion conditioning")
     p.add_argument("--noise-aug-strength", type=float, default=0.02, help="noise added to the image prompt")
+    p.add_argument("--low-memory", action="store_true",
+                   help="for 10-12 GB GPUs, a little slower: training also checkpoints the feed-forwards and encodes 2 "
+                        "frames at a time (14 frames at 1024x576: about 10 GB instead of 12); sampling runs the "
+                        "guidance branches in turn and parks the UNet while the VAE works (with --decode-chunk-size 2, "
+                        "25 frames at 1024x576: about 7 GB instead of 14)")
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
@@ -316,9 +322,6 @@ def _sample_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine", type=float, default=0.3, help="SDEdit strength with the spatial LoRA (0: none)")
     p.add_argument("--decode-chunk-size", type=int, default=8,
                    help="frames the VAE decodes at once (SDEdit: also encodes); lower it if memory runs out")
-    p.add_argument("--low-memory", action="store_true",
-                   help="for 8-12 GB GPUs: the guidance branches run in turn and the UNet leaves the GPU while the VAE "
-                        "works (with --decode-chunk-size 2, 25 frames at 1024x576 need about 7 GB instead of 14)")
 
 
 def main(argv: list[str] | None = None) -> int:

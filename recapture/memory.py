@@ -61,7 +61,7 @@ def offloaded(*modules: torch.nn.Module, to: torch.device | str = "cpu") -> Iter
 
 
 @contextlib.contextmanager
-def checkpointed_blocks(unet: torch.nn.Module) -> Iterator[None]:
+def checkpointed_blocks(unet: torch.nn.Module, feed_forwards: bool = False) -> Iterator[None]:
     """Gradient checkpointing of every residual and transformer block of SVD's UNet, for the block.
 
     Each ``SpatioTemporalResBlock`` and whole ``TransformerSpatioTemporalModel`` (spatial *and*
@@ -69,13 +69,17 @@ def checkpointed_blocks(unet: torch.nn.Module) -> Iterator[None]:
     during backward. diffusers' own checkpointing wraps the residual blocks and the spatial
     transformer blocks but not the temporal ones, so at 14x576x1024 it still keeps about 34 GB of
     activations (``bench/memory.py``). Gradients are unchanged; the price is one more forward pass.
-    Keep the backward inside the block.
+    ``feed_forwards`` also checkpoints each feed-forward inside them (their wide GEGLU activations
+    dominate a block's recomputation), for one more forward pass of those. Keep the backward inside
+    the block.
     """
-    from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
+    from diffusers.models.attention import FeedForward
     from diffusers.models.resnet import SpatioTemporalResBlock
+    from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
     from torch.utils.checkpoint import checkpoint
 
-    blocks = [m for m in unet.modules() if isinstance(m, (SpatioTemporalResBlock, TransformerSpatioTemporalModel))]
+    kinds = (SpatioTemporalResBlock, TransformerSpatioTemporalModel, *((FeedForward,) if feed_forwards else ()))
+    blocks = [m for m in unet.modules() if isinstance(m, kinds)]
 
     def checkpointing(forward):
         def run(*args, **kwargs):

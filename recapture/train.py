@@ -49,6 +49,7 @@ class TrainConfig:
     spatial_frames: int = 4  # source frames per spatial step
     gradient_checkpointing: bool = True
     offload_encoders: bool = True  # CLIP and the VAE wait on the CPU once the clip is encoded
+    low_memory: bool = False  # also checkpoint the feed-forwards and encode 2 frames at a time (bench/memory.py)
 
 
 @dataclass
@@ -211,8 +212,9 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
     # 1. Encode everything once; the VAE and CLIP are not needed after this. Holes are made black
     #    first: whatever the anchor holds there must not reach valid latents through the VAE.
     anchor = anchor * mask[..., None]
-    anchor_latents = encode_latents(models, anchor)[None]  # (1, F, 4, h, w)
-    source_latents = encode_latents(models, source)[:, None]  # (N, 1, 4, h, w): frames as separate images
+    chunk = 2 if config.low_memory else 8
+    anchor_latents = encode_latents(models, anchor, chunk)[None]  # (1, F, 4, h, w)
+    source_latents = encode_latents(models, source, chunk)[:, None]  # (N, 1, 4, h, w): frames as separate images
     valid = latent_mask(mask, config.mask_erosion)[None].to(device)  # (1, F, 1, h, w)
     anchor_embedding, anchor_condition = encode_conditioning(models, anchor[config.conditioning_frame],
                                                              config.noise_aug_strength, generator)
@@ -223,7 +225,8 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
     # 2. Two adapters on the frozen base, one optimizer over both.
     #    Checkpointing keeps only each block's inputs (the backward passes run inside, as it requires).
     encoders = (models.vae, models.image_encoder) if config.offload_encoders else ()
-    checkpointing = checkpointed_blocks(unet) if config.gradient_checkpointing else contextlib.nullcontext()
+    checkpointing = (checkpointed_blocks(unet, feed_forwards=config.low_memory)
+                     if config.gradient_checkpointing or config.low_memory else contextlib.nullcontext())
     with offloaded(*encoders), checkpointing:
         inject_lora_adapters(unet, config.rank, config.alpha, config.seed)
         temporal_params, spatial_params = (adapter_parameters(unet, a) for a in ADAPTERS)

@@ -112,7 +112,7 @@ def test_run_does_the_whole_method(sample, tiny_svd, tmp_path):
     again = tmp_path / "again"
     assert run_cli("train", "--anchor", str(out / "anchor.npz"), "--video", str(sample / "recapture_sample.mp4"),
                    "--svd", str(tiny_svd), "--steps", "1", "--rank", "4", "--lora-name", "pair",
-                   "--out", str(again)).returncode == 0
+                   "--low-memory", "--out", str(again)).returncode == 0
     result = run_cli("sample", "--anchor", str(out / "anchor.npz"), "--lora-temporal",
                      str(again / "pair_temporal.safetensors"), "--lora-spatial", str(again / "pair_spatial.safetensors"),
                      "--svd", str(tiny_svd), "--sample-steps", "2", "--refine", "0", "--fps", "8", "--low-memory",

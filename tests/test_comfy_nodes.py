@@ -18,7 +18,7 @@ NODES = {
     "ReCaptureLoadSVD": {"model", "dtype"},
     "ReCaptureTrainMaskedLoRA": {"svd", "anchor", "mask", "source", "steps", "frames", "learning_rate", "rank", "seed",
                                  "conditioning_frame", "fps", "motion_bucket_id", "noise_aug_strength", "mask_erosion",
-                                 "lora_name"},
+                                 "lora_name", "low_memory"},
     "ReCaptureLoadLoRA": {"temporal", "spatial"},
     "ReCaptureSVDDualLoRASample": {"svd", "lora", "anchor", "image_prompt", "steps", "seed", "min_guidance",
                                    "max_guidance", "fps", "motion_bucket_id", "noise_aug_strength",

@@ -103,33 +103,45 @@ def test_low_memory_sampling_runs_the_guidance_branches_in_turn_with_the_same_re
 
 
 def test_block_checkpointing_keeps_the_gradients_and_recomputes_every_block():
-    """Checkpointing every residual and whole spatio-temporal transformer block changes nothing but
-    what is stored: the trained LoRAs match training without it, each block runs once more per
-    backward, and the blocks get their own forward back afterwards."""
+    """Checkpointing every residual and whole spatio-temporal transformer block (and in low_memory
+    also each feed-forward inside) changes nothing but what is stored: the trained LoRAs match training
+    without it, each block runs once more per backward (a feed-forward twice more), and the blocks get
+    their own forward back afterwards."""
+    from diffusers.models.attention import FeedForward
     from diffusers.models.resnet import SpatioTemporalResBlock
     from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
 
     anchor, mask = clip(), torch.ones(4, H, W)
+    settings = {"none": dict(gradient_checkpointing=False), "blocks": dict(gradient_checkpointing=True),
+                "low_memory": dict(gradient_checkpointing=True, low_memory=True)}
     trained, calls = {}, {}
-    for checkpointing in (False, True):
+    for name, setting in settings.items():
         models = tiny_svd_models()
-        blocks = {name: m for name, m in models.unet.named_modules()
-                  if isinstance(m, (SpatioTemporalResBlock, TransformerSpatioTemporalModel))}
+        blocks = {n: m for n, m in models.unet.named_modules()
+                  if isinstance(m, (SpatioTemporalResBlock, TransformerSpatioTemporalModel, FeedForward))}
         counts = dict.fromkeys(blocks, 0)
-        for name, block in blocks.items():  # a recomputation calls forward, not the block: count its first layer
-            next(block.children()).register_forward_pre_hook(
-                lambda _m, _a, n=name: counts.__setitem__(n, counts[n] + 1))
-        trained[checkpointing] = train_recapture_lora(
-            models, anchor, mask, anchor, TrainConfig(steps=2, spatial_frames=2, gradient_checkpointing=checkpointing))
-        calls[checkpointing] = counts
+        for n, block in blocks.items():  # a recomputation calls forward, not the block: count its first layer
+            first = block.net[0] if isinstance(block, FeedForward) else next(block.children())
+            first.register_forward_pre_hook(lambda _m, _a, n=n: counts.__setitem__(n, counts[n] + 1))
+        trained[name] = train_recapture_lora(models, anchor, mask, anchor,
+                                             TrainConfig(steps=2, spatial_frames=2, **setting))
+        calls[name] = counts
         assert all("forward" not in vars(b) for b in blocks.values())
-    assert len(blocks) > 10
+    feed_forwards = {n for n, m in blocks.items() if isinstance(m, FeedForward)}
+    assert len(blocks) > 10 and len(feed_forwards) >= 6
     # 2 steps x (temporal + spatial pass) = 4 forwards per block; checkpointing re-runs each in backward,
     # except the first residual block: its input needs no gradient, so it keeps nothing to recompute
-    assert set(calls[False].values()) == {4}
-    assert calls[True] == {name: 4 if name == "down_blocks.0.resnets.0" else 8 for name in blocks}
-    for adapter in ("temporal", "spatial"):
-        plain, checkpointed = getattr(trained[False], adapter), getattr(trained[True], adapter)
-        assert plain.keys() == checkpointed.keys()
-        for key in plain:
-            torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-5, atol=1e-6)
+    assert set(calls["none"].values()) == {4}
+    assert calls["blocks"] == {n: 4 if n == "down_blocks.0.resnets.0" else 8 for n in blocks}
+    # low_memory re-runs a feed-forward once more where its input needs a gradient (12); the first
+    # ones of the net, ahead of every LoRA trained in that pass, only in the other pass (10)
+    assert {n: c for n, c in calls["low_memory"].items() if n not in feed_forwards} == \
+        {n: c for n, c in calls["blocks"].items() if n not in feed_forwards}
+    assert {calls["low_memory"][n] for n in feed_forwards} == {10, 12}
+    assert all(calls["low_memory"][n] > calls["blocks"][n] for n in feed_forwards)
+    for name in ("blocks", "low_memory"):
+        for adapter in ("temporal", "spatial"):
+            plain, checkpointed = getattr(trained["none"], adapter), getattr(trained[name], adapter)
+            assert plain.keys() == checkpointed.keys()
+            for key in plain:
+                torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-5, atol=1e-6)
