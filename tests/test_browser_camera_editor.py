@@ -292,3 +292,26 @@ def camera_json(page, preset: str, amount: float, pivot: float, frames: int) -> 
         {method: 'POST', body: JSON.stringify(body)})).json())""",
                          {"preset": preset, "amount": amount, "easing": "linear", "frames": frames,
                           "pivot_distance": pivot, "fov_deg": 60.0})
+
+
+def test_a_view_the_browser_drops_says_so_and_comes_back_on_click(canvas, artifacts):
+    """Browsers keep ~16 WebGL contexts and drop the oldest: the editor then says why it is blank,
+    and a click on it brings the same drawing back."""
+    fresh_graph(canvas)
+    add_node(canvas, 1, (120, 120), preset="orbit_left", amount=20.0, pivot_distance=2.0)
+    wait_status(canvas, 1, "orbit_left 20")
+    before = pixels(canvas, 1)
+    canvas.evaluate("""(id) => window.app.graph.getNodeById(id).recaptureEditor.renderer.getContext()
+      .getExtension('WEBGL_lose_context').loseContext()""", 1)
+    wait_status(canvas, 1, "3D view paused by the browser")
+    assert "orbit_left 20" in canvas.evaluate("(id) => window.app.graph.getNodeById(id).recaptureEditor.status", 1)
+    canvas.screenshot(path=str(artifacts / "camera_editor_paused.png"))
+    box = canvas.evaluate("""(id) => window.app.graph.getNodeById(id).recaptureEditor.canvas
+      .getBoundingClientRect().toJSON()""", 1)
+    canvas.mouse.click(box["x"] + 12, box["y"] + 12)  # a corner, away from the gizmo
+    canvas.wait_for_function("""(id) => { const e = window.app.graph.getNodeById(id).recaptureEditor;
+      return !e.contextLost && !e.status.includes('paused'); }""", arg=1, timeout=10_000)
+    canvas.evaluate("(id) => window.app.graph.getNodeById(id).recaptureEditor.render()", 1)
+    after = pixels(canvas, 1)
+    assert after["drawn"] > 2_000 and changed(before, after) < 0.02 * len(before["sample"])
+    assert pack_console_errors(canvas.messages) == []

@@ -14,6 +14,8 @@ const WATCHED = ["preset", "amount", "easing", "frames", "pivot_distance", "cust
 const DEBOUNCE_MS = 150;
 const MIN_HEIGHT = 300;
 const UNAVAILABLE = "3D view unavailable (see the browser console)";
+// Browsers keep ~16 WebGL contexts and drop the oldest beyond that (many editors, other packs' 3D views).
+const PAUSED = "3D view paused by the browser (too many 3D views open): click it to bring it back";
 const COLORS = {
   background: 0x15181d,
   source: 0xf2f2f2, // the source camera: white
@@ -178,6 +180,21 @@ class CameraEditor {
     this.THREE = THREE;
     this.renderer = new THREE.WebGLRenderer({ canvas: this.canvas, antialias: true, preserveDrawingBuffer: true });
     this.renderer.setPixelRatio(Math.min(window.devicePixelRatio || 1, 2));
+    // three keeps the scene and re-uploads it when the context comes back; until then say why it is blank.
+    // A lost context hands out no extensions: take the one that restores it now.
+    this.contextControl = this.renderer.getContext().getExtension("WEBGL_lose_context");
+    this.canvas.addEventListener("webglcontextlost", () => this.guard(() => {
+      this.contextLost = true;
+      this.setStatus(this.status ?? "");
+    }));
+    this.canvas.addEventListener("webglcontextrestored", () => this.guard(() => {
+      this.contextLost = false;
+      this.setStatus(this.status.replace(`; ${PAUSED}`, "").replace(PAUSED, ""));
+      this.render();
+    }));
+    this.viewport.addEventListener("pointerdown", () => {
+      if (this.contextLost && !this.disposed) this.guard(() => this.contextControl?.restoreContext());
+    }, true);
     this.scene = new THREE.Scene();
     this.scene.background = new THREE.Color(COLORS.background);
     this.camera = new THREE.PerspectiveCamera(50, 1, 0.01, 10_000);
@@ -222,6 +239,7 @@ class CameraEditor {
 
   setStatus(text) {
     if (this.unavailable && text !== UNAVAILABLE) text = `${text}; ${UNAVAILABLE}`;
+    if (this.contextLost && !text.includes(PAUSED)) text = text ? `${text}; ${PAUSED}` : PAUSED;
     this.status = text;
     this.statusLine.textContent = text;
     this.statusLine.title = text;
@@ -441,7 +459,7 @@ class CameraEditor {
   }
 
   render() {
-    if (!this.renderer || this.disposed) return;
+    if (!this.renderer || this.disposed || this.contextLost) return;
     const width = this.viewport.clientWidth, height = this.viewport.clientHeight;
     if (width < 2 || height < 2) return; // collapsed or hidden
     const size = this.renderer.getSize(new this.THREE.Vector2());
