@@ -313,7 +313,7 @@ class ReCaptureSDEditRefine(io.ComfyNode):
                 io.Boolean.Input("low_memory", default=False, optional=True,
                                  tooltip="For GPUs with 8-12 GB: the two guidance branches run one after the other and "
                                          "the UNet leaves the GPU while the VAE works (with decode_chunk_size 2, "
-                                         "25 frames at 1024x576 need about 6 GB instead of 14). A little slower."),
+                                         "25 frames at 1024x576 need about 7 GB instead of 14). A little slower."),
             ],
             outputs=[io.Image.Output("refined", display_name="refined", tooltip="The refined frames.")],
         )
