@@ -37,7 +37,8 @@ class SampleConfig:
     low_memory: bool = False  # CFG's two branches in turn; the UNet waits on the CPU while the VAE works
 
 
-LOW_MEMORY_ADVICE = "low_memory on with decode_chunk_size 2 (about half the memory)"
+LOW_MEMORY_ADVICE = ("low_memory on with decode_chunk_size 2, about half the memory (--low-memory --decode-chunk-size 2 "
+                     "on the command line)")
 
 
 def karras_sigmas(models: SVDModels, steps: int) -> torch.Tensor:

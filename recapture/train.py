@@ -185,7 +185,8 @@ def train_recapture_lora(models: SVDModels, anchor: torch.Tensor, mask: torch.Te
     """Fine-tunes the two LoRAs (see ``_train``); running out of device memory raises ``OutOfMemory``
     with ways out, after the model has been cleaned up."""
     frames, height, width = anchor.shape[:3]
-    with explain_out_of_memory("training on", frames, height, width):
+    with explain_out_of_memory("training on", frames, height, width,
+                               "low_memory on (--low-memory on the command line)"):
         return _train(models, anchor, mask, source, config or TrainConfig(), on_step)
 
 

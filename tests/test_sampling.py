@@ -185,7 +185,7 @@ def test_out_of_memory_becomes_advice_and_leaves_the_model_clean(models, frames,
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(type(models.unet), "forward", exhausted)
-    with pytest.raises(OutOfMemory, match=r"while training on 4 frames at 32x32.*fewer frames.*bf16 or fp16"):
+    with pytest.raises(OutOfMemory, match=r"while training on 4 frames at 32x32.*fewer frames.*bf16 or fp16.*low_memory on"):
         train_recapture_lora(models, frames, torch.ones(4, H, W), frames, TrainConfig(steps=2, rank=4))
     assert not lora_layers(models.unet)
     with pytest.raises(OutOfMemory, match="while sampling .* low_memory on with decode_chunk_size 2"):
