@@ -33,7 +33,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--sdedit-strength", type=float, default=0.3)
     parser.add_argument("--tiny", action="store_true", help="tiny random model (for a CPU)")
-    parser.add_argument("--low-memory", action="store_true", help="also park the UNet on the CPU while decoding")
+    parser.add_argument("--low-memory", action="store_true",
+                        help="SampleConfig.low_memory: guidance branches in turn, UNet parked while the VAE works")
+    parser.add_argument("--decode-chunk", type=int, default=8, help="frames the VAE decodes at once")
     parser.add_argument("--peak-tflops", type=float, default=990.0)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -46,7 +48,7 @@ def main() -> None:
                        spatial=adapter_state(models.unet, "spatial", 16.0), rank=16, alpha=16.0)
     remove_lora_adapters(models.unet)
     prompt = torch.rand(args.height, args.width, 3)
-    config = SampleConfig(steps=args.steps, low_memory=args.low_memory)
+    config = SampleConfig(steps=args.steps, low_memory=args.low_memory, decode_chunk_size=args.decode_chunk)
 
     def timed(fn):
         stamps = []
@@ -70,6 +72,8 @@ def main() -> None:
     step_seconds = {}
     for merge in (True, False):
         config = replace(config, merge_lora=merge)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()  # each way's own peak
         frames, total, per_step = timed(lambda cb: sample_video(models, lora, prompt, args.frames, config, cb))
         _, sd_total, _ = timed(lambda cb: sdedit(models, lora, frames, args.sdedit_strength, config, cb))
         step_seconds[merge] = per_step
