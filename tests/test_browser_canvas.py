@@ -18,6 +18,16 @@ def pack_console_errors(messages: list[dict]) -> list[dict]:
             and not m["url"].startswith("https://api.comfy.org/")]
 
 
+def temp_frames(comfy, prefix: str, size: tuple[int, int], colours: list[tuple[int, int, int]]) -> list[dict]:
+    """Plain-colour PNGs in the server's temp folder, named as a node's ui output names its previews."""
+    from PIL import Image
+
+    names = [f"{prefix}_{i}.png" for i in range(len(colours))]
+    for name, colour in zip(names, colours):
+        Image.new("RGB", size, colour).save(comfy.base / "temp" / name)
+    return [{"filename": n, "subfolder": "", "type": "temp"} for n in names]
+
+
 @pytest.fixture
 def canvas(browser, comfy, artifacts):
     """A page with the canvas ready; collects console messages and page errors."""
@@ -114,13 +124,7 @@ def test_shipped_workflow_loads_and_matches_our_api_conversion(canvas, comfy, ar
 def test_sampled_frames_play_in_their_node(canvas, comfy, artifacts, node_type):
     """The sampler and the refiner play what they made, as the node's ui output names it; unlike
     Render Anchor they have no mask-overlay toggle."""
-    from PIL import Image
-
-    names = []
-    for i, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
-        names.append(f"player_test_{i}.png")
-        Image.new("RGB", (96, 64), colour).save(comfy.base / "temp" / names[-1])
-    frames = [{"filename": n, "subfolder": "", "type": "temp"} for n in names]
+    frames = temp_frames(comfy, "player_test", (96, 64), [(200, 30, 30), (30, 200, 30), (30, 30, 200)])
     state = canvas.evaluate("""async ([type, frames]) => {
         window.app.graph.clear();
         const node = LiteGraph.createNode(type);

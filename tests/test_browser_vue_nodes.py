@@ -9,7 +9,7 @@ import pytest
 
 from comfy_harness import REPO
 from test_browser_camera_editor import changed, pixels, set_widget, wait_status
-from test_browser_canvas import canvas, pack_console_errors  # noqa: F401  (the page fixture)
+from test_browser_canvas import canvas, pack_console_errors, temp_frames  # noqa: F401  (the page fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -26,8 +26,6 @@ def vue_canvas(canvas):
 
 
 def test_editor_and_player_work_under_vue_nodes(vue_canvas, comfy, artifacts):
-    from PIL import Image
-
     from recapture.sample import write_sample
 
     page = vue_canvas
@@ -54,11 +52,7 @@ def test_editor_and_player_work_under_vue_nodes(vue_canvas, comfy, artifacts):
     assert changed(orbit, pixels(page, trajectory)) > 100
 
     # the player sits in Render Anchor's Vue node and shows the frames the node's ui output names
-    names = []
-    for i, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
-        names.append(f"vue_player_{i}.png")
-        Image.new("RGB", (128, 72), colour).save(comfy.base / "temp" / names[-1])
-    frames = [{"filename": n, "subfolder": "", "type": "temp"} for n in names]
+    frames = temp_frames(comfy, "vue_player", (128, 72), [(200, 30, 30), (30, 200, 30)])
     shown = page.evaluate("""async ([id, frames]) => {
         const node = window.app.graph.getNodeById(id);
         node.onExecuted({recapture_player: [{frames, overlay: frames}]});
