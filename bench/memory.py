@@ -1,10 +1,11 @@
-"""Estimates peak GPU memory without a GPU: `python bench/memory.py [--frames 14 --height 576 --width 1024]`.
+"""Estimates peak GPU memory (and FLOPs) without a GPU: `python bench/memory.py [--frames 14 --height 576 --width 1024]`.
 
 Runs the real training and sampling code on the full-size SVD-XT architecture with *fake* tensors
 (torch's FakeTensorMode: shapes and dtypes only, no data, no arithmetic, seconds on a CPU) and adds
 up the bytes of the tensors alive after every operation. The peak is what those tensors need; a
 real GPU adds the CUDA context (~0.5 GB), the caching allocator's fragmentation and kernel workspaces,
-so read it as a lower bound and compare with `bench/train.py` / `bench/sample.py` on a GPU.
+so read it as a lower bound and compare with `bench/train.py` / `bench/sample.py` on a GPU. torch's
+FLOP counter runs along and gives the FLOPs of one training step and one sampling step (with CFG).
 
 Attention is counted as a flash kernel (output and log-sum-exp, no attention matrix), as PyTorch's
 SDPA runs it on CUDA in bf16 and fp16. Data-dependent checks on the inputs are skipped (there is no
@@ -25,6 +26,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import recapture.memory  # noqa: E402
@@ -138,6 +140,27 @@ def give_storage(models) -> None:
         module.to_empty(device="cpu")
 
 
+def count_flops(args, dtype, anchor, mask, sample_frames: int) -> None:
+    """FLOPs of one training step (the second: the first also encodes) and one sampling step, in a pass
+    of its own: the FLOP counter keeps tensors alive for its module tracking, which would spoil the
+    memory figures."""
+    models = meta_svd(25, dtype)
+    with (FakeTensorMode(allow_non_fake_inputs=True), LiveBytes() as stand_ins, estimating(stand_ins),
+          FlopCounterMode(display=False) as flops):
+        give_storage(models)
+        marks = []
+        if args.skip != "train":
+            config = TrainConfig(steps=2, rank=args.rank, spatial_frames=args.spatial_frames,
+                                 gradient_checkpointing=not args.no_checkpointing, low_memory=args.low_memory)
+            train_recapture_lora(models, anchor, mask, anchor, config, lambda *_: marks.append(flops.get_total_flops()))
+            print(f"training step: {(marks[1] - marks[0]) / 1e12:.1f} TFLOP (recomputation included)")
+        if args.skip != "sample":
+            marks.clear()
+            sample_video(models, None, anchor[0], sample_frames, SampleConfig(steps=2, low_memory=args.low_memory),
+                         lambda _: marks.append(flops.get_total_flops()))
+            print(f"sampling step ({sample_frames} frames, CFG): {(marks[1] - marks[0]) / 1e12:.1f} TFLOP")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=14, help="training clip length (sampling: --sample-frames)")
@@ -153,6 +176,8 @@ def main() -> None:
                         help="training and sampling in their low_memory modes (TrainConfig / SampleConfig)")
     parser.add_argument("--decode-chunk", type=int, default=8, help="frames the VAE decodes at once")
     parser.add_argument("--skip", choices=["train", "sample"], default=None)
+    parser.add_argument("--flops", action="store_true",
+                        help="also count the FLOPs of one training step and one sampling step (a second pass)")
     args = parser.parse_args()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     sample_frames = args.sample_frames or args.frames
@@ -196,6 +221,8 @@ def main() -> None:
             sdedit(models, lora, frames, 0.3, config)
             print(f"sampling {sample_frames}x{size} with CFG, LoRAs merged, decode chunk {args.decode_chunk}, "
                   f"low_memory {args.low_memory}: {sample_peak / GiB:.2f} GiB; SDEdit {tracker.peak / GiB:.2f} GiB")
+    if args.flops:
+        count_flops(args, dtype, anchor, mask, sample_frames)
     print(f"estimate (fake tensors, flash attention, no allocator overhead or CUDA context), torch {torch.__version__}, "
           f"{datetime.date.today().isoformat()}")
 

@@ -24,7 +24,9 @@ def test_memory_estimate_counts_the_weights_and_sees_checkpointing_and_low_memor
     assert gib(r"weights in bf16: ([\d.]+) GiB", plain) == 4.20
     step = gib(r"later steps ([\d.]+) GiB", plain)
     assert 2.84 < step  # the UNet alone is 2.84 GiB; CLIP and the VAE are parked
-    assert step < gib(r"later steps ([\d.]+) GiB", run("--no-checkpointing", "--skip", "sample"))
+    unchecked = run("--no-checkpointing", "--skip", "sample", "--flops")
+    assert step < gib(r"later steps ([\d.]+) GiB", unchecked)
+    assert float(re.search(r"training step: ([\d.]+) TFLOP", unchecked)[1]) > 0
     sampling = gib(r"low_memory False: ([\d.]+) GiB", plain)
     low = gib(r"low_memory True: ([\d.]+) GiB", run("--low-memory", "--decode-chunk", "2", "--skip", "train"))
     assert low < sampling
