@@ -115,7 +115,9 @@ FULL = {
             "source's look (spatial LoRA); the LoRAs land in models/loras/recapture/.\n"
             "6: sampling with both LoRAs fills the holes; SDEdit with the spatial LoRA removes blur.\n\n"
             "Needs models/checkpoints/" + SVD_FILE + " (or pick a diffusers folder in Load SVD). "
-            "For your own clip, replace 'Depth' with ReCapture Estimate Depth or any depth node.")},
+            "For your own clip, replace 'Depth' with ReCapture Estimate Depth or any depth node.\n\n"
+            "GPU with 12 GB or less: turn on low_memory in 5 and 6 (and decode_chunk_size 2), or use a "
+            "smaller size in Source video and Depth.")},
     ],
 }
 
