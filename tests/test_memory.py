@@ -145,3 +145,30 @@ def test_block_checkpointing_keeps_the_gradients_and_recomputes_every_block():
             assert plain.keys() == checkpointed.keys()
             for key in plain:
                 torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-5, atol=1e-6)
+
+
+def test_lora_on_a_half_precision_base_runs_in_its_dtype_with_float32_weights():
+    """On a bf16 UNet the LoRA path makes no float32 copy of its input (peft's default, which kept
+    ~0.9 GiB alive at full size) while its weights and their gradients stay float32; the result
+    matches the float32 computation to bf16 precision."""
+    from recapture.lora import inject_lora_adapters, lora_layers
+
+    models = tiny_svd_models()
+    unet = models.unet.to(torch.bfloat16)
+    inject_lora_adapters(unet, rank=4)
+    layer = next(m for m in lora_layers(unet) if "temporal" in m.lora_A)
+    for adapter in layer.lora_B:  # peft starts B at zero: give the update a size
+        torch.nn.init.normal_(layer.lora_B[adapter].weight, std=0.5)
+    a, b = layer.lora_A["temporal"], layer.lora_B["temporal"]
+    a.weight.requires_grad_(True)
+    x = torch.randn(3, 5, a.in_features, dtype=torch.bfloat16, requires_grad=True)
+    seen = []
+    a.register_forward_pre_hook(lambda _m, args: seen.append(args[0].dtype))
+    out = layer(x)
+    assert out.dtype == torch.bfloat16 and seen == [torch.bfloat16]
+    out.float().sum().backward()
+    assert a.weight.dtype == a.weight.grad.dtype == torch.float32
+    base = torch.nn.functional.linear(x.float(), layer.base_layer.weight.float(),
+                                      None if layer.base_layer.bias is None else layer.base_layer.bias.float())
+    update = sum(layer.lora_B[n].weight @ layer.lora_A[n].weight * layer.scaling[n] for n in layer.lora_A)
+    torch.testing.assert_close(out.float(), base + x.float() @ update.T, rtol=0.05, atol=0.05)
