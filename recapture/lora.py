@@ -67,9 +67,9 @@ def inject_lora_adapters(unet: torch.nn.Module, rank: int = 16, alpha: float | N
         param.requires_grad_(False)
         if ".lora_" in name:
             param.data = param.data.float()
-    # The LoRA weights stay float32 (the optimizer updates them), but they are applied in the base's
-    # dtype: peft would otherwise cast each input to float32, and on a half-precision base those copies,
-    # kept for the backward pass, were ~0.9 GiB of a training step at 14x576x1024 (bench/memory.py).
+    # The LoRA weights stay float32 (the optimizer updates them), but on a bf16 base they are applied in
+    # bf16: peft would otherwise cast each input to float32, and those copies, kept for the backward
+    # pass, were ~0.9 GiB of a training step at 14x576x1024 (bench/memory.py).
     for layer in lora_layers(unet):
         layer.cast_input_dtype_enabled = False
         for linear in [*layer.lora_A.values(), *layer.lora_B.values()]:
@@ -77,7 +77,11 @@ def inject_lora_adapters(unet: torch.nn.Module, rank: int = 16, alpha: float | N
 
 
 def _linear_in_input_dtype(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``linear(x)`` computed in ``x``'s dtype; gradients still reach the float32 weight."""
+    """``linear(x)`` computed in ``x``'s dtype; gradients still reach the float32 weight. Float16 is
+    the exception: its narrow range could flush small weight gradients to zero, so it is computed in
+    float32 as peft does."""
+    if x.dtype == torch.float16:
+        return F.linear(x.float(), linear.weight)
     return F.linear(x, linear.weight.to(x.dtype))
 
 

@@ -172,3 +172,17 @@ def test_lora_on_a_half_precision_base_runs_in_its_dtype_with_float32_weights():
                                       None if layer.base_layer.bias is None else layer.base_layer.bias.float())
     update = sum(layer.lora_B[n].weight @ layer.lora_A[n].weight * layer.scaling[n] for n in layer.lora_A)
     torch.testing.assert_close(out.float(), base + x.float() @ update.T, rtol=0.05, atol=0.05)
+
+
+def test_lora_on_a_float16_base_keeps_computing_in_float32():
+    """float16's range could flush small LoRA weight gradients to zero: there the LoRA path stays
+    float32, as peft has it; bf16 (float32's range) computes in bf16."""
+    from recapture.lora import _linear_in_input_dtype
+
+    linear = torch.nn.Linear(8, 4, bias=False)
+    for dtype, expected in ((torch.float16, torch.float32), (torch.bfloat16, torch.bfloat16),
+                            (torch.float32, torch.float32)):
+        x = torch.randn(2, 8).to(dtype)
+        out = _linear_in_input_dtype(linear, x)
+        assert out.dtype == expected, dtype
+        torch.testing.assert_close(out.float(), x.float() @ linear.weight.T, rtol=0.02, atol=0.02)
