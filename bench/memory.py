@@ -140,6 +140,17 @@ def give_storage(models) -> None:
         module.to_empty(device="cpu")
 
 
+def train_config(args) -> TrainConfig:
+    """Two steps (the first also encodes) with the command line's settings."""
+    return TrainConfig(steps=2, rank=args.rank, spatial_frames=args.spatial_frames,
+                       gradient_checkpointing=not args.no_checkpointing, offload_encoders=not args.keep_encoders,
+                       low_memory=args.low_memory)
+
+
+def sample_config(args) -> SampleConfig:
+    return SampleConfig(steps=2, decode_chunk_size=args.decode_chunk, low_memory=args.low_memory)
+
+
 def count_flops(args, dtype, anchor, mask, sample_frames: int) -> None:
     """FLOPs of one training step (the second: the first also encodes) and one sampling step, in a pass
     of its own: the FLOP counter keeps tensors alive for its module tracking, which would spoil the
@@ -150,13 +161,12 @@ def count_flops(args, dtype, anchor, mask, sample_frames: int) -> None:
         give_storage(models)
         marks = []
         if args.skip != "train":
-            config = TrainConfig(steps=2, rank=args.rank, spatial_frames=args.spatial_frames,
-                                 gradient_checkpointing=not args.no_checkpointing, low_memory=args.low_memory)
-            train_recapture_lora(models, anchor, mask, anchor, config, lambda *_: marks.append(flops.get_total_flops()))
+            train_recapture_lora(models, anchor, mask, anchor, train_config(args),
+                                 lambda *_: marks.append(flops.get_total_flops()))
             print(f"training step: {(marks[1] - marks[0]) / 1e12:.1f} TFLOP (recomputation included)")
         if args.skip != "sample":
             marks.clear()
-            sample_video(models, None, anchor[0], sample_frames, SampleConfig(steps=2, low_memory=args.low_memory),
+            sample_video(models, None, anchor[0], sample_frames, sample_config(args),
                          lambda _: marks.append(flops.get_total_flops()))
             print(f"sampling step ({sample_frames} frames, CFG): {(marks[1] - marks[0]) / 1e12:.1f} TFLOP")
 
@@ -199,10 +209,7 @@ def main() -> None:
                 train_peak[step] = tracker.peak
                 tracker.reset_peak()
 
-            config = TrainConfig(steps=2, rank=args.rank, spatial_frames=args.spatial_frames,
-                                 gradient_checkpointing=not args.no_checkpointing,
-                                 offload_encoders=not args.keep_encoders, low_memory=args.low_memory)
-            train_recapture_lora(models, anchor, mask, anchor, config, on_step)
+            train_recapture_lora(models, anchor, mask, anchor, train_config(args), on_step)
             print(f"training {args.frames}x{size} + {args.spatial_frames} spatial frames, rank {args.rank}, "
                   f"checkpointing {not args.no_checkpointing}, encoders {'kept' if args.keep_encoders else 'parked'}, "
                   f"low_memory {args.low_memory}: "
@@ -213,7 +220,7 @@ def main() -> None:
                                spatial=adapter_state(models.unet, "spatial", float(args.rank)),
                                rank=args.rank, alpha=float(args.rank))
             remove_lora_adapters(models.unet)
-            config = SampleConfig(steps=2, decode_chunk_size=args.decode_chunk, low_memory=args.low_memory)
+            config = sample_config(args)
             tracker.reset_peak()
             frames = sample_video(models, lora, anchor[0], sample_frames, config)
             sample_peak = tracker.peak
