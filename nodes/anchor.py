@@ -215,6 +215,7 @@ class ReCaptureRenderAnchor(io.ComfyNode):
     @classmethod
     def execute(cls, point_cloud: PointCloud, camera_path: CameraPath, dilate_holes: int) -> io.NodeOutput:
         from ..recapture.render import mask_overlay, render_anchor
+        from ..recapture.video import preview_frames
 
         if camera_path.num_frames != point_cloud.num_frames:
             raise ValueError(
@@ -229,8 +230,11 @@ class ReCaptureRenderAnchor(io.ComfyNode):
         anchor, mask = render_anchor(_to(point_cloud, device), _to(camera_path, device),
                                      dilate_holes=dilate_holes, on_frame=progress.advance)
         anchor, mask = anchor.cpu(), mask.cpu()
-        # the node's player: the anchor, and the same with its holes painted (the mask overlay toggle)
-        return io.NodeOutput(anchor, mask, 1.0 - mask, ui=video_player(cls, anchor, mask_overlay(anchor, mask)))
+        # the node's player: the anchor, and the same with its holes painted (the mask overlay toggle),
+        # painted on the small previews rather than the full frames
+        small = preview_frames(anchor)
+        small_mask = preview_frames(mask[..., None])[..., 0]
+        return io.NodeOutput(anchor, mask, 1.0 - mask, ui=video_player(cls, small, mask_overlay(small, small_mask)))
 
 
 def _to(value, device):

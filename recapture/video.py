@@ -221,10 +221,13 @@ def fit_frames(frames: torch.Tensor, width: int, height: int, mode: str = "crop"
 
 
 def preview_frames(frames: torch.Tensor, max_width: int = 512) -> torch.Tensor:
-    """Small copies of ``(N, H, W, 3)`` frames for a node's player: at most ``max_width`` wide, aspect kept."""
+    """Small copies of ``(N, H, W, C)`` frames for a node's player: at most ``max_width`` wide, aspect kept
+    (frames already that small are returned as they are)."""
     n, h, w, _ = frames.shape
-    scale = min(1.0, max_width / w)
-    return fit_frames(frames, max(1, round(w * scale)), max(1, round(h * scale)), mode="stretch")
+    if w <= max_width:
+        return frames
+    scale = max_width / w
+    return fit_frames(frames, max_width, max(1, round(h * scale)), mode="stretch")
 
 
 def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
