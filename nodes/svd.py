@@ -227,6 +227,14 @@ def _sample_inputs() -> list:
     ]
 
 
+def _sampling_low_memory_input():
+    """The sampler's and the refiner's low_memory switch (SampleConfig.low_memory)."""
+    return io.Boolean.Input("low_memory", default=False, optional=True,
+                            tooltip="For GPUs with 8-12 GB: the two guidance branches run one after the other and the "
+                                    "UNet leaves the GPU while the VAE works (with decode_chunk_size 2, 25 frames at "
+                                    "1024x576 need about 7 GB instead of 14). A little slower.")
+
+
 class ReCaptureSVDDualLoRASample(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -260,10 +268,7 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
                                tooltip="Strength of the spatial (appearance) LoRA."),
                 io.Int.Input("decode_chunk_size", default=8, min=1, max=64,
                              tooltip="Frames decoded at once by the VAE; lower it if memory runs out."),
-                io.Boolean.Input("low_memory", default=False, optional=True,
-                                 tooltip="For GPUs with 8-12 GB: the two guidance branches run one after the other and "
-                                         "the UNet leaves the GPU while the VAE works (with decode_chunk_size 2, "
-                                         "25 frames at 1024x576 need about 7 GB instead of 14). A little slower."),
+                _sampling_low_memory_input(),
                 io.Image.Input("source", optional=True, tooltip="The source frames, for image_prompt = first source frame."),
             ],
             outputs=[io.Image.Output("frames", display_name="frames", tooltip="The sampled video frames.")],
@@ -310,10 +315,7 @@ class ReCaptureSDEditRefine(io.ComfyNode):
                 *_sample_inputs(),
                 io.Int.Input("decode_chunk_size", default=8, min=1, max=64, optional=True,
                              tooltip="Frames the VAE encodes and decodes at once; lower it if memory runs out."),
-                io.Boolean.Input("low_memory", default=False, optional=True,
-                                 tooltip="For GPUs with 8-12 GB: the two guidance branches run one after the other and "
-                                         "the UNet leaves the GPU while the VAE works (with decode_chunk_size 2, "
-                                         "25 frames at 1024x576 need about 7 GB instead of 14). A little slower."),
+                _sampling_low_memory_input(),
             ],
             outputs=[io.Image.Output("refined", display_name="refined", tooltip="The refined frames.")],
         )
