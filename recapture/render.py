@@ -15,12 +15,15 @@ Everything is batched torch on the cloud's device (CPU, CUDA or MPS), float32.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
-from typing import Callable
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator
 
 import torch
 
-from .pointcloud import unproject
 from .types import CameraPath, PointCloud
 
 # Points with a footprint above this many pixels per side crack (a zoom beyond ~x12 into the source).
@@ -28,6 +31,8 @@ MAX_FOOTPRINT = 16
 # The core's half-width relative to the point spacing: over 1/2 so neighbouring cores overlap even
 # where a surface seen at an angle spreads its points wider than the fronto-parallel estimate.
 CORE_MARGIN = 0.625
+# Chunks rendered at once on the CPU (see render_anchor): 25x576x1024 on 2 cores 1.3 -> 1.0 s.
+CPU_WORKERS = 2
 
 
 def new_intrinsics(source: torch.Tensor, fov_deg: torch.Tensor, width: int) -> torch.Tensor:
@@ -49,6 +54,34 @@ def invert_rigid(pose: torch.Tensor) -> torch.Tensor:
     inv[:, :3, 3:] = -r.transpose(1, 2) @ t
     inv[:, 3, 3] = 1.0
     return inv
+
+
+def reproject(depth: torch.Tensor, intrinsics: torch.Tensor, k_new: torch.Tensor, to_new: torch.Tensor):
+    """Where each source pixel lands in its new view: ``u, v`` (pixels), depth ``z`` and whether it exists
+    there (depth > 0 and in front of the camera), each ``(B, H, W)``; points that do not exist get ``z = 1``
+    so that all values stay finite.
+
+    The same maths as ``recapture.pointcloud.unproject``, the rigid transform and kornia's pinhole
+    projection (a test holds them equal), arranged for speed: the point of pixel ``(col, row)`` at
+    z-depth ``d`` is ``d (R[:, 0] x + R[:, 1] y + R[:, 2]) + t`` with ``x = (col - cx) / fx`` a function
+    of the column only and ``y = (row - cy) / fy`` of the row only, so each coordinate is one broadcast
+    sum and one multiply-add over the image (one 576x1024 frame on 2 CPU cores: 1.1 ms instead of 8-10).
+
+    Args:
+        depth: ``(B, H, W)`` source z-depth. intrinsics, k_new: ``(B, 3, 3)`` source and new cameras.
+        to_new: ``(B, 4, 4)`` rigid transform from the source camera's frame to the new camera's.
+    """
+    b, h, w = depth.shape
+    k, k_new = intrinsics.view(b, 3, 3, 1, 1), k_new.view(b, 3, 3, 1, 1)  # entries broadcast over (H, W)
+    r, t = to_new[:, :3, :3].reshape(b, 3, 3, 1, 1), to_new[:, :3, 3].reshape(b, 3, 1, 1)
+    x = (torch.arange(w, device=depth.device, dtype=depth.dtype).view(1, w) - k[:, 0, 2]) / k[:, 0, 0]  # (B, 1, W)
+    y = (torch.arange(h, device=depth.device, dtype=depth.dtype).view(h, 1) - k[:, 1, 2]) / k[:, 1, 1]  # (B, H, 1)
+    px, py, pz = (torch.addcmul(t[:, i], depth, r[:, i, 0] * x + (r[:, i, 1] * y + r[:, i, 2])) for i in range(3))
+    valid = (depth > 0) & (pz > 1e-6)
+    z = pz.masked_fill_(~valid, 1.0)
+    u = torch.addcmul(k_new[:, 0, 2], px.div_(z), k_new[:, 0, 0])
+    v = torch.addcmul(k_new[:, 1, 2], py.div_(z), k_new[:, 1, 1])
+    return u, v, z, valid
 
 
 def core_half_widths(magnification: torch.Tensor) -> torch.Tensor:
@@ -86,18 +119,15 @@ def _splat(u, v, z, core, valid, base, side: int, width: int, height: int):
     px = torch.floor(u - half) + 1.0 + steps  # (side, P) columns
     py = torch.floor(v - half) + 1.0 + steps  # (side, P) rows
     dx, dy = (px - u).abs_(), (py - v).abs_()
-    in_x = (px >= 0) & (px < width)
-    in_y = (py >= 0) & (py < height) & valid
-    wx = (1.0 - dx / half).clamp_min_(0.0) * in_x
-    wy = (1.0 - dy / half).clamp_min_(0.0) * in_y
-    zx = torch.where(in_x & (dx < core), 0.0, math.inf)  # 0 inside the core, inf outside
-    zy = torch.where(in_y & (dy < core), z, math.inf)
-    col = px.clamp_(0, width - 1).to(torch.int64)
-    row = py.clamp_(0, height - 1).to(torch.int64) * width + base
-    pixel = row[:, None] + col[None]  # (side rows, side columns, P)
+    col, row = px.clamp(0, width - 1), py.clamp(0, height - 1)
+    in_x, in_y = col == px, (row == py) & valid
+    wx = (1.0 - dx / half).clamp_min_(0.0).masked_fill_(~in_x, 0.0)
+    wy = (1.0 - dy / half).clamp_min_(0.0).masked_fill_(~in_y, 0.0)
+    in_core = ((dy < core) & in_y)[:, None] & ((dx < core) & in_x)[None]
+    pixel = (row.to(torch.int32) * width + base)[:, None] + col.to(torch.int32)[None]  # (side rows, side columns, P)
     weight = wy[:, None] * wx[None]
-    z_core = zy[:, None] + zx[None]
-    return pixel.reshape(-1, len(u)), weight.reshape(-1, len(u)), z_core.reshape(-1, len(u))
+    z_core = z / in_core.float()  # z > 0: inf outside the core
+    return pixel.reshape(-1, len(u)).long(), weight.reshape(-1, len(u)), z_core.reshape(-1, len(u))
 
 
 def _render_chunk(colors, depth, intrinsics, poses, fov_deg, depth_tolerance):
@@ -105,15 +135,10 @@ def _render_chunk(colors, depth, intrinsics, poses, fov_deg, depth_tolerance):
     n = b * h * w
     k_new = new_intrinsics(intrinsics, fov_deg, w)
     to_new = invert_rigid(poses)
-    p = unproject(depth, intrinsics).reshape(b, -1, 3) @ to_new[:, :3, :3].transpose(1, 2) + to_new[:, None, :3, 3]
-    z = p[..., 2]
-    valid = (depth.reshape(b, -1) > 0) & (z > 1e-6)
-    z = torch.where(valid, z, torch.ones_like(z))
-    u = k_new[:, None, 0, 0] * p[..., 0] / z + k_new[:, None, 0, 2]
-    v = k_new[:, None, 1, 1] * p[..., 1] / z + k_new[:, None, 1, 2]
-    magnification = (k_new[:, None, 0, 0] * depth.reshape(b, -1)) / (intrinsics[:, None, 0, 0] * z)
+    u, v, z, valid = reproject(depth, intrinsics, k_new, to_new)
+    magnification = depth / z * (k_new[:, 0, 0] / intrinsics[:, 0, 0]).view(b, 1, 1)
     core = core_half_widths(magnification)
-    base = (torch.arange(b, device=depth.device) * (h * w))[:, None].expand(b, h * w).reshape(-1)
+    base = (torch.arange(b, device=depth.device, dtype=torch.int32) * (h * w))[:, None].expand(b, h * w).reshape(-1)
     u, v, z, core, valid = u.reshape(-1), v.reshape(-1), z.reshape(-1), core.reshape(-1), valid.reshape(-1)
     color = colors.reshape(-1, 3).T.contiguous()  # (3, points): channels first, like the footprint arrays
     sides = footprint_sides(core)
@@ -132,17 +157,20 @@ def _render_chunk(colors, depth, intrinsics, poses, fov_deg, depth_tolerance):
     nearest = torch.full((n,), math.inf, device=depth.device)
     for _, pixel, _, z_core in groups:
         nearest.scatter_reduce_(0, pixel.reshape(-1), z_core.reshape(-1), reduce="amin")
-    # pass 2: blend the points at that depth
-    weight_sum = torch.zeros(n, device=depth.device)
-    color_sum = torch.zeros(3, n, device=depth.device)
+    # pass 2: blend the points at that depth; colour and weight summed together (channels r, g, b, 1)
+    color = torch.cat([color, torch.ones_like(color[:1])])
+    sums = torch.zeros(4, n, device=depth.device)
     for take, pixel, weight, _ in groups:
-        front = nearest[pixel]
-        weight = weight * ((take(z) - front).abs_() <= front.mul_(depth_tolerance))
-        weight_sum.index_add_(0, pixel.reshape(-1), weight.reshape(-1))
-        contribution = weight[None] * take(color)[:, None]  # (3, footprint, points)
-        color_sum.index_add_(1, pixel.reshape(-1), contribution.reshape(3, -1))
+        front = nearest.index_select(0, pixel.reshape(-1)).view_as(pixel)
+        hidden = (front - take(z)).abs_() > front.mul_(depth_tolerance)
+        weight.masked_fill_(hidden, 0.0)
+        point_color = take(color)
+        # one footprint entry at a time: the (4, points) products are a quarter of the memory or less,
+        # and the CPU reuses it instead of mapping fresh pages for each frame
+        for entry_pixel, entry_weight in zip(pixel, weight):
+            sums.index_add_(1, entry_pixel, entry_weight * point_color)
     mask = torch.isfinite(nearest)
-    anchor = torch.where(mask, color_sum / weight_sum.clamp_min(1e-12), 0.0)
+    anchor = torch.where(mask, sums[:3] / sums[3].clamp_min(1e-12), 0.0)
     return anchor.T.reshape(b, h, w, 3), mask.reshape(b, h, w).float()
 
 
@@ -154,6 +182,26 @@ def grow_holes(mask: torch.Tensor, pixels: int) -> torch.Tensor:
         return mask
     kernel = torch.ones(2 * pixels + 1, 2 * pixels + 1, device=mask.device)
     return erosion(mask[:, None], kernel, border_type="geodesic")[:, 0]
+
+
+def _in_order(fn: Callable, items: Iterable, workers: int) -> Iterator:
+    """``fn(item)`` for each item, in order. With ``workers`` > 1 that many calls run at once on threads,
+    and no more are started than workers: closing the generator early (Cancel) drops the rest and waits
+    only for the calls under way."""
+    items = iter(items)
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="recapture-render") as pool:
+        under_way = deque(pool.submit(fn, item) for item in itertools.islice(items, workers))
+        try:
+            while under_way:
+                result = under_way.popleft().result()
+                under_way.extend(pool.submit(fn, item) for item in itertools.islice(items, 1))
+                yield result
+        finally:
+            for future in under_way:
+                future.cancel()
 
 
 def render_anchor(cloud: PointCloud, path: CameraPath, *, dilate_holes: int = 0, depth_tolerance: float = 0.02,
@@ -182,15 +230,22 @@ def render_anchor(cloud: PointCloud, path: CameraPath, *, dilate_holes: int = 0,
     device = cloud.depth.device
     chunk_frames = chunk_frames or (1 if device.type == "cpu" else 8)
     poses, fov = path.poses.to(device, torch.float32), path.fov_deg.to(device, torch.float32)
-    anchors, masks = [], []
-    for start in range(0, cloud.num_frames, chunk_frames):
+
+    def render(start: int) -> tuple[torch.Tensor, torch.Tensor]:
         part = slice(start, start + chunk_frames)
-        anchor, mask = _render_chunk(cloud.colors[part].float(), cloud.depth[part].float(),
-                                     cloud.intrinsics[part].float(), poses[part], fov[part], depth_tolerance)
-        anchors.append(anchor)
-        masks.append(mask)
-        if on_frame is not None:
-            on_frame(anchor.shape[0])
+        return _render_chunk(cloud.colors[part].float(), cloud.depth[part].float(), cloud.intrinsics[part].float(),
+                             poses[part], fov[part], depth_tolerance)
+
+    # On the CPU two chunks are rendered at once: the scatters run on one core, so a second chunk keeps
+    # another busy. Accelerators queue the work of one thread and need no help.
+    workers = min(CPU_WORKERS, torch.get_num_threads()) if device.type == "cpu" else 1
+    anchors, masks = [], []
+    with contextlib.closing(_in_order(render, range(0, cloud.num_frames, chunk_frames), workers)) as chunks:
+        for anchor, mask in chunks:
+            anchors.append(anchor)
+            masks.append(mask)
+            if on_frame is not None:
+                on_frame(anchor.shape[0])
     anchor, mask = torch.cat(anchors), torch.cat(masks)
     if dilate_holes > 0:
         mask = grow_holes(mask, dilate_holes)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from recapture import camera, synthetic
+from recapture import camera, render, synthetic
 from recapture.pointcloud import depth_edges, make_point_cloud, unproject
 from recapture.render import render_anchor
 from recapture.types import CameraPath, PointCloud
@@ -144,6 +145,69 @@ def test_frames_are_rendered_with_their_own_cameras_in_chunks():
         torch.testing.assert_close(a[0], anchor[i])
         torch.testing.assert_close(m[0], mask[i])
     assert mask[0].mean() == 1.0 and mask[-1].mean() < 0.95
+
+
+def test_two_cpu_workers_give_the_frames_of_one_in_order(monkeypatch):
+    clip = synthetic.source_clip(6, 36, 64)
+    cloud = make_point_cloud(clip.frames, clip.depth, kind="metric", edge_threshold=0)
+    path = camera.preset_path("orbit_left", 6, 12, pivot_distance=3.0)
+    monkeypatch.setattr(render, "CPU_WORKERS", 1)
+    one = render_anchor(cloud, path)
+    monkeypatch.setattr(render, "CPU_WORKERS", 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # also where the test machine has one core
+    done = []
+    two = render_anchor(cloud, path, on_frame=done.append)
+    assert done == [1] * 6
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+    assert not any(t.name.startswith("recapture-render") for t in threading.enumerate())  # workers gone
+
+
+def test_cancel_stops_the_cpu_workers_within_a_frame(monkeypatch):
+    clip = synthetic.source_clip(2, 36, 64)
+    cloud = make_point_cloud(clip.frames.repeat(10, 1, 1, 1), clip.depth.repeat(10, 1, 1), kind="metric")
+    path = camera.preset_path("orbit_left", 20, 12, pivot_distance=3.0)
+    rendered = []
+    chunk = render._render_chunk
+    monkeypatch.setattr(render, "_render_chunk", lambda *a: rendered.append(1) or chunk(*a))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+
+    def cancel(frames):
+        raise InterruptedError("cancelled")
+
+    with pytest.raises(InterruptedError):
+        render_anchor(cloud, path, on_frame=cancel)
+    assert len(rendered) <= 1 + render.CPU_WORKERS  # the first frame, and at most the ones under way
+    assert not any(t.name.startswith("recapture-render") for t in threading.enumerate())
+
+
+def test_reproject_equals_unprojection_rigid_transform_and_kornia_projection():
+    from kornia.geometry.camera import project_points
+    from kornia.geometry.conversions import axis_angle_to_rotation_matrix
+
+    g = torch.Generator().manual_seed(0)
+    b, h, w = 3, 20, 32
+    depth = torch.rand(b, h, w, generator=g) * 4 + 0.5
+    depth[:, 0, :5] = 0.0  # no depth: not a point
+    k = torch.zeros(b, 3, 3)
+    k[:, 0, 0], k[:, 1, 1] = torch.tensor([30.0, 45.0, 60.0]), torch.tensor([32.0, 40.0, 66.0])
+    k[:, 0, 2], k[:, 1, 2], k[:, 2, 2] = torch.tensor([15.5, 10.0, 17.0]), torch.tensor([9.5, 12.0, 8.0]), 1.0
+    k_new = k.clone()
+    k_new[:, 0, 0] *= 1.3
+    to_new = torch.eye(4).repeat(b, 1, 1)
+    to_new[:, :3, :3] = axis_angle_to_rotation_matrix(torch.randn(b, 3, generator=g) * 0.15)
+    to_new[:, :3, 3] = torch.randn(b, 3, generator=g) * 0.2
+    to_new[2, 2, 3] = -3.0  # the last camera moves past part of the scene: points behind it
+    u, v, z, valid = render.reproject(depth, k, k_new, to_new)
+
+    points = unproject(depth, k).reshape(b, -1, 3) @ to_new[:, :3, :3].transpose(1, 2) + to_new[:, None, :3, 3]
+    truth_valid = (depth.reshape(b, -1) > 0) & (points[..., 2] > 1e-6)
+    assert torch.equal(valid.reshape(b, -1), truth_valid)
+    assert 0 < truth_valid[2].float().mean() < 1 and truth_valid[:2].float().mean() > 0.95
+    uv = project_points(points, k_new[:, None])
+    torch.testing.assert_close(u.reshape(b, -1)[truth_valid], uv[..., 0][truth_valid], atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(v.reshape(b, -1)[truth_valid], uv[..., 1][truth_valid], atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(z.reshape(b, -1)[truth_valid], points[..., 2][truth_valid], atol=1e-5, rtol=1e-5)
+    assert (z.reshape(b, -1)[~truth_valid] == 1.0).all() and torch.isfinite(u).all() and torch.isfinite(v).all()
 
 
 def test_path_and_cloud_must_agree_on_frames():
