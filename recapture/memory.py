@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 from typing import Iterator
 
 import torch
@@ -60,32 +62,85 @@ def offloaded(*modules: torch.nn.Module, to: torch.device | str = "cpu") -> Iter
             m.to(home)
 
 
+# Checkpointed blocks keep the outputs that cost at least this many FLOPs per element to compute again
+# (attention over 2048+ keys, convolutions and matrix products over 4096+ inputs), and recompute the
+# rest: at 14x576x1024 a training step needs 181 -> 157 TFLOP for 10.7 -> 12.4 GiB (bench/memory.py;
+# 16384 gives 163 TFLOP at 11.7 GiB, 4096 152 TFLOP at 13.7 GiB, no checkpointing 128 TFLOP at 50 GiB).
+KEEP_OUTPUTS_FROM_FLOPS = 8192
+
+
+@functools.cache
+def _attention_kernels() -> tuple:
+    """The fused SDPA kernels of this torch build (query, key, value come first in each)."""
+    names = ("_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_for_cpu",
+             "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
+    return tuple(getattr(torch.ops.aten, name).default for name in names if hasattr(torch.ops.aten, name))
+
+
+def recompute_flops_per_element(op, args) -> int:
+    """What computing one element of ``op``'s output again costs, in FLOPs, for the kinds of operation
+    that carry SVD's arithmetic (fused attention, convolution, matrix product); 0 for the rest."""
+    aten = torch.ops.aten
+    if op in _attention_kernels():
+        return 4 * args[1].shape[-2]  # two products over the keys
+    if op is aten.convolution.default and not args[6]:  # not transposed: weight (out, in / groups, *kernel)
+        return 2 * math.prod(args[1].shape[1:])
+    if op is aten.mm.default:
+        return 2 * args[0].shape[-1]
+    if op is aten.addmm.default:
+        return 2 * args[1].shape[-1]
+    return 0
+
+
+def _keeping_costly_outputs(min_flops: int):
+    """A checkpoint ``context_fn`` that keeps the outputs costing ``min_flops`` per element or more, or
+    None where this torch has no selective checkpointing (before 2.4)."""
+    try:
+        from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+    except ImportError:
+        return None
+
+    def policy(ctx, op, *args, **kwargs):
+        if recompute_flops_per_element(op, args) >= min_flops:
+            return CheckpointPolicy.MUST_SAVE
+        return CheckpointPolicy.PREFER_RECOMPUTE
+
+    return functools.partial(create_selective_checkpoint_contexts, policy)
+
+
 @contextlib.contextmanager
-def checkpointed_blocks(unet: torch.nn.Module, feed_forwards: bool = False) -> Iterator[None]:
+def checkpointed_blocks(unet: torch.nn.Module, feed_forwards: bool = False,
+                        keep_from_flops: int | None = KEEP_OUTPUTS_FROM_FLOPS) -> Iterator[None]:
     """Gradient checkpointing of every residual and transformer block of SVD's UNet, for the block.
 
     Each ``SpatioTemporalResBlock`` and whole ``TransformerSpatioTemporalModel`` (spatial *and*
     temporal attention, their mixer and projections) keeps only its inputs and recomputes its insides
     during backward. diffusers' own checkpointing wraps the residual blocks and the spatial
     transformer blocks but not the temporal ones, so at 14x576x1024 it still keeps about 34 GB of
-    activations (``bench/memory.py``). Gradients are unchanged; the price is one more forward pass.
-    ``feed_forwards`` also checkpoints each feed-forward inside them (their wide GEGLU activations
-    dominate a block's recomputation), for one more forward pass of those. Keep the backward inside
-    the block.
+    activations (``bench/memory.py``). Gradients are unchanged; the price is one more forward pass,
+    less the operations whose outputs cost ``keep_from_flops`` per element or more to recompute: those
+    outputs are kept (None: none kept). ``feed_forwards`` (with ``keep_from_flops=None``: the least
+    memory) also checkpoints each feed-forward inside them (their wide GEGLU activations dominate a
+    block's recomputation), for one more forward pass of those. Keep the backward inside the block.
     """
     from diffusers.models.attention import FeedForward
     from diffusers.models.resnet import SpatioTemporalResBlock
     from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
     from torch.utils.checkpoint import checkpoint
 
+    if feed_forwards and keep_from_flops is not None:
+        raise ValueError("checkpointing the feed-forwards is for the least memory: keep no outputs with it "
+                         "(keep_from_flops=None)")
     kinds = (SpatioTemporalResBlock, TransformerSpatioTemporalModel, *((FeedForward,) if feed_forwards else ()))
     blocks = [m for m in unet.modules() if isinstance(m, kinds)]
+    context_fn = _keeping_costly_outputs(keep_from_flops) if keep_from_flops is not None else None
+    options = {"context_fn": context_fn} if context_fn is not None else {}
 
     def checkpointing(forward):
         def run(*args, **kwargs):
             if not torch.is_grad_enabled():
                 return forward(*args, **kwargs)
-            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+            return checkpoint(forward, *args, use_reentrant=False, **options, **kwargs)
         return run
 
     for block in blocks:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .lora import (ADAPTERS, adapter_parameters, adapter_state, image_only_mode, inject_lora_adapters,
                    load_adapter_state, remove_lora_adapters, set_lora_strengths)
-from .memory import checkpointed_blocks, explain_out_of_memory, offloaded
+from .memory import KEEP_OUTPUTS_FROM_FLOPS, checkpointed_blocks, explain_out_of_memory, offloaded
 from .types import SVDModels
 
 
@@ -226,7 +226,8 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
     # 2. Two adapters on the frozen base, one optimizer over both.
     #    Checkpointing keeps only each block's inputs (the backward passes run inside, as it requires).
     encoders = (models.vae, models.image_encoder) if config.offload_encoders else ()
-    checkpointing = (checkpointed_blocks(unet, feed_forwards=config.low_memory)
+    checkpointing = (checkpointed_blocks(unet, feed_forwards=config.low_memory,
+                                         keep_from_flops=None if config.low_memory else KEEP_OUTPUTS_FROM_FLOPS)
                      if config.gradient_checkpointing or config.low_memory else contextlib.nullcontext())
     with offloaded(*encoders), checkpointing:
         inject_lora_adapters(unet, config.rank, config.alpha, config.seed)

@@ -147,6 +147,63 @@ def test_block_checkpointing_keeps_the_gradients_and_recomputes_every_block():
                 torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-5, atol=1e-6)
 
 
+def test_costly_outputs_are_kept_instead_of_computed_again(monkeypatch):
+    """Checkpointing that keeps the outputs of attention, convolutions and matrix products (the ones
+    whose recomputation costs at least the threshold per element) trains the same LoRAs and runs none
+    of those twice; with a threshold above every operation, all of them run again in backward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import recapture.train
+    from recapture.memory import recompute_flops_per_element
+
+    class CostlyCalls(TorchDispatchMode):
+        """Counts the operations the threshold looks at, by kind."""
+
+        def __init__(self):
+            super().__init__()
+            self.count: dict[str, int] = {}
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if recompute_flops_per_element(func, args):
+                kind = "attention" if "attention" in str(func) else str(func)
+                self.count[kind] = self.count.get(kind, 0) + 1
+            return func(*args, **(kwargs or {}))
+
+    anchor, mask = clip(), torch.ones(4, H, W)
+    trained, calls = {}, {}
+    for name, checkpointing, min_flops in (("none", False, None), ("recomputed", True, 10**12), ("kept", True, 1)):
+        monkeypatch.setattr(recapture.train, "KEEP_OUTPUTS_FROM_FLOPS", min_flops)
+        with CostlyCalls() as counter:
+            trained[name] = train_recapture_lora(tiny_svd_models(), anchor, mask, anchor,
+                                                 TrainConfig(steps=2, spatial_frames=2,
+                                                             gradient_checkpointing=checkpointing))
+        calls[name] = counter.count
+    assert {"attention", "aten.convolution.default"} <= calls["none"].keys(), calls["none"]
+    assert calls["kept"] == calls["none"]
+    assert all(calls["recomputed"][kind] > count for kind, count in calls["none"].items())
+    for adapter in ("temporal", "spatial"):
+        plain, kept = getattr(trained["none"], adapter), getattr(trained["kept"], adapter)
+        for key in plain:
+            torch.testing.assert_close(kept[key], plain[key], rtol=1e-5, atol=1e-6)
+
+
+def test_recompute_cost_per_element_of_svds_operations():
+    from recapture.memory import KEEP_OUTPUTS_FROM_FLOPS, _attention_kernels, recompute_flops_per_element
+
+    aten = torch.ops.aten
+    q = torch.empty(1, 5, 9216, 64, device="meta")
+    assert _attention_kernels()
+    for kernel in _attention_kernels():
+        assert recompute_flops_per_element(kernel, (q, q, q)) == 4 * 9216
+    conv = lambda c_in, kernel: (None, torch.empty(320, c_in, *kernel, device="meta"), None, 1, 0, 1, False)
+    assert recompute_flops_per_element(aten.convolution.default, conv(640, (3, 3))) == 2 * 640 * 9
+    assert recompute_flops_per_element(aten.convolution.default, conv(320, (3, 3))) < KEEP_OUTPUTS_FROM_FLOPS
+    assert recompute_flops_per_element(aten.convolution.default, conv(640, (3, 3))) >= KEEP_OUTPUTS_FROM_FLOPS
+    assert recompute_flops_per_element(aten.mm.default, (torch.empty(10, 5120, device="meta"), None)) == 10240
+    assert recompute_flops_per_element(aten.addmm.default, (None, torch.empty(10, 1280, device="meta"), None)) == 2560
+    assert recompute_flops_per_element(aten.add.Tensor, (q, q)) == 0
+
+
 def test_lora_on_a_half_precision_base_runs_in_its_dtype_with_float32_weights():
     """On a bf16 UNet the LoRA path makes no float32 copy of its input (peft's default, which kept
     ~0.9 GiB alive at full size) while its weights and their gradients stay float32; the result
