@@ -132,8 +132,9 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
                                 tooltip="File stem: models/loras/recapture/<name>_temporal / _spatial.safetensors "
                                         "(a number is added instead of overwriting)."),
                 io.Boolean.Input("low_memory", default=False, optional=True,
-                                 tooltip="For 10-12 GB GPUs: also recomputes the feed-forwards in backward and encodes 2 "
-                                         "frames at a time (14 frames at 1024x576: about 9 GB instead of 12). Same "
+                                 tooltip="For 10-12 GB GPUs: keeps nothing costly through the backward pass, recomputes the "
+                                         "feed-forwards in slices and encodes 2 frames at a time (14 frames at "
+                                         "1024x576: about 8 GB instead of 12). Same "
                                          "result; about a fifth more arithmetic per step."),
             ],
             outputs=[

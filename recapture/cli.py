@@ -302,8 +302,8 @@ def _svd_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--motion-bucket-id", type=int, default=127, help="SVD's motion conditioning")
     p.add_argument("--noise-aug-strength", type=float, default=0.02, help="noise added to the image prompt")
     p.add_argument("--low-memory", action="store_true",
-                   help="for 10-12 GB GPUs, a little slower: training also checkpoints the feed-forwards and encodes 2 "
-                        "frames at a time (14 frames at 1024x576: about 9 GB instead of 12); sampling runs the "
+                   help="for 10-12 GB GPUs, a little slower: training also checkpoints the feed-forwards in slices "
+                        "and encodes 2 frames at a time (14 frames at 1024x576: about 8 GB instead of 12); sampling runs the "
                         "guidance branches in turn and parks the UNet while the VAE works (with --decode-chunk-size 2, "
                         "25 frames at 1024x576: about 7 GB instead of 14)")
 

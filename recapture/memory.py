@@ -67,6 +67,8 @@ def offloaded(*modules: torch.nn.Module, to: torch.device | str = "cpu") -> Iter
 # rest: at 14x576x1024 a training step needs 181 -> 157 TFLOP for 10.7 -> 12.4 GiB (bench/memory.py;
 # 16384 gives 163 TFLOP at 11.7 GiB, 4096 152 TFLOP at 13.7 GiB, no checkpointing 128 TFLOP at 50 GiB).
 KEEP_OUTPUTS_FROM_FLOPS = 8192
+# Tokens per checkpointed slice of a feed-forward in low_memory training (see checkpointed_blocks).
+FEED_FORWARD_TOKENS = 16384
 
 
 @functools.cache
@@ -143,8 +145,19 @@ def checkpointed_blocks(unet: torch.nn.Module, feed_forwards: bool = False,
             return checkpoint(forward, *args, use_reentrant=False, **options, **kwargs)
         return run
 
+    def checkpointing_in_chunks(forward):
+        # A feed-forward treats each token alone: in slices of tokens, each checkpointed, its backward
+        # holds one slice's wide GEGLU activations at a time (~1.9 GiB at once at 14x576x1024).
+        def run(hidden_states, *args, **kwargs):
+            if not torch.is_grad_enabled():
+                return forward(hidden_states, *args, **kwargs)
+            rows = hidden_states.reshape(-1, hidden_states.shape[-1])
+            out = [checkpoint(forward, part, use_reentrant=False) for part in rows.split(FEED_FORWARD_TOKENS)]
+            return torch.cat(out).reshape(*hidden_states.shape[:-1], -1)
+        return run
+
     for block in blocks:
-        block.forward = checkpointing(block.forward)
+        block.forward = (checkpointing_in_chunks if isinstance(block, FeedForward) else checkpointing)(block.forward)
     try:
         yield
     finally:

@@ -147,6 +147,38 @@ def test_block_checkpointing_keeps_the_gradients_and_recomputes_every_block():
                 torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-5, atol=1e-6)
 
 
+def test_low_memory_recomputes_feed_forwards_in_slices_of_tokens_with_the_same_gradients(monkeypatch):
+    """In low_memory a feed-forward runs in checkpointed slices of tokens (its backward then holds one
+    slice's wide activations): the UNet's gradients are those without checkpointing. (Compared before
+    any optimizer step: Adam would magnify the slices' different rounding of near-zero gradients.)"""
+    from diffusers.models.attention import FeedForward
+
+    import recapture.memory
+    from recapture.memory import checkpointed_blocks
+
+    unet = tiny_svd_models().unet
+    g = torch.Generator().manual_seed(0)
+    sample = torch.randn(1, 4, unet.config.in_channels, H // 8 * 2, W // 8 * 2, generator=g)
+    context = torch.randn(1, 1, unet.config.cross_attention_dim, generator=g)
+    time_ids = torch.tensor([[6.0, 127.0, 0.02]])
+
+    def gradient():
+        x = sample.clone().requires_grad_(True)
+        out = unet(x, torch.tensor([0.5]), encoder_hidden_states=context, added_time_ids=time_ids).sample
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        return x.grad
+
+    plain = gradient()
+    monkeypatch.setattr(recapture.memory, "FEED_FORWARD_TOKENS", 7)
+    widest = []
+    for ff in (m for m in unet.modules() if isinstance(m, FeedForward)):
+        ff.net[0].register_forward_pre_hook(lambda _m, a: widest.append(a[0].reshape(-1, a[0].shape[-1]).shape[0]))
+    with checkpointed_blocks(unet, feed_forwards=True, keep_from_flops=None):
+        sliced = gradient()
+    assert max(widest) == 7 and len(widest) > 20 and plain.abs().max() > 1e-3
+    torch.testing.assert_close(sliced, plain, rtol=1e-4, atol=1e-6)
+
+
 def test_costly_outputs_are_kept_instead_of_computed_again(monkeypatch):
     """Checkpointing that keeps the outputs of attention, convolutions and matrix products (the ones
     whose recomputation costs at least the threshold per element) trains the same LoRAs and runs none
