@@ -132,9 +132,9 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
                                 tooltip="File stem: models/loras/recapture/<name>_temporal / _spatial.safetensors "
                                         "(a number is added instead of overwriting)."),
                 io.Boolean.Input("low_memory", default=False, optional=True,
-                                 tooltip="For 10-12 GB GPUs: keeps nothing costly through the backward pass, recomputes the "
-                                         "feed-forwards in slices and encodes 2 frames at a time (14 frames at "
-                                         "1024x576: about 8 GB instead of 12). Same "
+                                 tooltip="For 10-12 GB GPUs: keeps nothing costly through the backward pass, "
+                                         "recomputes the feed-forwards in slices and encodes 2 frames at a time (14 "
+                                         "frames at 1024x576: about 8 GB instead of 12). Same "
                                          "result; about a fifth more arithmetic per step."),
             ],
             outputs=[
@@ -231,9 +231,10 @@ def _sample_inputs() -> list:
 def _sampling_low_memory_input():
     """The sampler's and the refiner's low_memory switch (SampleConfig.low_memory)."""
     return io.Boolean.Input("low_memory", default=False, optional=True,
-                            tooltip="For GPUs with 8-12 GB: the two guidance branches run one after the other and the "
-                                    "UNet leaves the GPU while the VAE works (with decode_chunk_size 2, 25 frames at "
-                                    "1024x576 need about 7 GB instead of 14). A little slower.")
+                            tooltip="For GPUs with 8-12 GB: the two guidance branches run one after the other, the "
+                                    "feed-forwards over slices of the frames, and the UNet leaves the GPU while the VAE "
+                                    "works (with decode_chunk_size 2, 25 frames at "
+                                    "1024x576 need about 5.5 GB instead of 14). A little slower.")
 
 
 class ReCaptureSVDDualLoRASample(io.ComfyNode):

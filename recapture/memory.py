@@ -67,7 +67,8 @@ def offloaded(*modules: torch.nn.Module, to: torch.device | str = "cpu") -> Iter
 # rest: at 14x576x1024 a training step needs 181 -> 157 TFLOP for 10.7 -> 12.4 GiB (bench/memory.py;
 # 16384 gives 163 TFLOP at 11.7 GiB, 4096 152 TFLOP at 13.7 GiB, no checkpointing 128 TFLOP at 50 GiB).
 KEEP_OUTPUTS_FROM_FLOPS = 8192
-# Tokens per checkpointed slice of a feed-forward in low_memory training (see checkpointed_blocks).
+# Tokens per slice of a feed-forward in low_memory training and sampling (its activations are 4-8x as
+# wide as its input; slices of 65536 tokens: 8.3 GiB training at 14x576x1024, 16384: 7.7, 8192: 7.6).
 FEED_FORWARD_TOKENS = 16384
 
 
@@ -110,6 +111,39 @@ def _keeping_costly_outputs(min_flops: int):
     return functools.partial(create_selective_checkpoint_contexts, policy)
 
 
+def _in_token_slices(forward, checkpointed: bool = False):
+    """A feed-forward's ``forward`` run over slices of ``FEED_FORWARD_TOKENS`` tokens (it treats each token
+    alone, so only rounding changes); ``checkpointed``: each slice checkpointed while gradients are on."""
+    from torch.utils.checkpoint import checkpoint
+
+    def run(hidden_states, *args, **kwargs):
+        step = functools.partial(checkpoint, forward, use_reentrant=False) \
+            if checkpointed and torch.is_grad_enabled() else forward
+        rows = hidden_states.reshape(-1, hidden_states.shape[-1])
+        if len(rows) <= FEED_FORWARD_TOKENS:
+            return step(hidden_states)
+        parts = [step(part) for part in rows.split(FEED_FORWARD_TOKENS)]
+        return torch.cat(parts).reshape(*hidden_states.shape[:-1], -1)
+    return run
+
+
+@contextlib.contextmanager
+def feed_forwards_in_slices(unet: torch.nn.Module) -> Iterator[None]:
+    """Every feed-forward of the UNet runs over slices of ``FEED_FORWARD_TOKENS`` tokens, for the block:
+    its wide GEGLU activations then exist for one slice at a time (sampling 25x576x1024 with CFG in
+    low_memory: 7.1 -> 5.4 GiB, bench/memory.py)."""
+    from diffusers.models.attention import FeedForward
+
+    blocks = [m for m in unet.modules() if isinstance(m, FeedForward)]
+    for block in blocks:
+        block.forward = _in_token_slices(block.forward)
+    try:
+        yield
+    finally:
+        for block in blocks:
+            del block.forward
+
+
 @contextlib.contextmanager
 def checkpointed_blocks(unet: torch.nn.Module, feed_forwards: bool = False,
                         keep_from_flops: int | None = KEEP_OUTPUTS_FROM_FLOPS) -> Iterator[None]:
@@ -145,19 +179,10 @@ def checkpointed_blocks(unet: torch.nn.Module, feed_forwards: bool = False,
             return checkpoint(forward, *args, use_reentrant=False, **options, **kwargs)
         return run
 
-    def checkpointing_in_chunks(forward):
-        # A feed-forward treats each token alone: in slices of tokens, each checkpointed, its backward
-        # holds one slice's wide GEGLU activations at a time (~1.9 GiB at once at 14x576x1024).
-        def run(hidden_states, *args, **kwargs):
-            if not torch.is_grad_enabled():
-                return forward(hidden_states, *args, **kwargs)
-            rows = hidden_states.reshape(-1, hidden_states.shape[-1])
-            out = [checkpoint(forward, part, use_reentrant=False) for part in rows.split(FEED_FORWARD_TOKENS)]
-            return torch.cat(out).reshape(*hidden_states.shape[:-1], -1)
-        return run
-
     for block in blocks:
-        block.forward = (checkpointing_in_chunks if isinstance(block, FeedForward) else checkpointing)(block.forward)
+        # a feed-forward's slices are checkpointed each: its backward holds one slice's wide activations
+        block.forward = (_in_token_slices(block.forward, checkpointed=True) if isinstance(block, FeedForward)
+                         else checkpointing(block.forward))
     try:
         yield
     finally:

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from .lora import merged_lora, remove_lora_adapters
-from .memory import explain_out_of_memory, offloaded
+from .memory import explain_out_of_memory, feed_forwards_in_slices, offloaded
 from .train import TrainedLoRA, apply_lora, edm_denoise, encode_conditioning, encode_latents
 from .types import SVDModels
 
@@ -34,7 +34,7 @@ class SampleConfig:
     decode_chunk_size: int = 8  # frames the VAE decodes (SDEdit: also encodes) at once
     merge_lora: bool = True  # fold the LoRAs into the weights while sampling (see lora.merged_lora)
     offload_encoders: bool = True  # CLIP and the VAE wait on the CPU while the UNet denoises
-    low_memory: bool = False  # CFG's two branches in turn; the UNet waits on the CPU while the VAE works
+    low_memory: bool = False  # CFG's branches in turn, feed-forwards in slices, the UNet on the CPU while the VAE works
 
 
 LOW_MEMORY_ADVICE = ("low_memory on with decode_chunk_size 2, about half the memory (--low-memory --decode-chunk-size 2 "
@@ -62,18 +62,20 @@ def denoise(models: SVDModels, latents: torch.Tensor, sigmas: torch.Tensor, embe
     condition = condition[:, None].expand(1, frames, *condition.shape[1:]).to(device)
     both_conditions = torch.cat([torch.zeros_like(condition), condition])
     x = latents.to(device)
-    for i in range(len(sigmas) - 1):
-        sigma, following = sigmas[i].to(device), sigmas[i + 1].to(device)
-        if config.low_memory:  # one branch after the other: half the activations, same result
-            unconditional, conditional = (edm_denoise(unet, x, sigma[None], both_conditions[b : b + 1],
-                                                      both_embeddings[b : b + 1], time_ids[b : b + 1]) for b in (0, 1))
-        else:
-            unconditional, conditional = edm_denoise(unet, torch.cat([x, x]), sigma.repeat(2), both_conditions,
-                                                     both_embeddings, time_ids).chunk(2)
-        denoised = unconditional + guidance * (conditional - unconditional)
-        x = x + (x - denoised) / sigma * (following - sigma)
-        if on_step is not None:
-            on_step(i)
+    with feed_forwards_in_slices(unet) if config.low_memory else contextlib.nullcontext():
+        for i in range(len(sigmas) - 1):
+            sigma, following = sigmas[i].to(device), sigmas[i + 1].to(device)
+            if config.low_memory:  # one branch after the other: half the activations, same result
+                unconditional, conditional = (edm_denoise(unet, x, sigma[None], both_conditions[b : b + 1],
+                                                          both_embeddings[b : b + 1], time_ids[b : b + 1])
+                                              for b in (0, 1))
+            else:
+                unconditional, conditional = edm_denoise(unet, torch.cat([x, x]), sigma.repeat(2), both_conditions,
+                                                         both_embeddings, time_ids).chunk(2)
+            denoised = unconditional + guidance * (conditional - unconditional)
+            x = x + (x - denoised) / sigma * (following - sigma)
+            if on_step is not None:
+                on_step(i)
     return x
 
 

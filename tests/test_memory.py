@@ -80,23 +80,31 @@ def test_sampling_moves_each_model_off_while_the_others_work(models, low_memory)
     assert ("unet", "cpu") in models.moves if low_memory else where(models.moves, "unet") == "home"
 
 
-def test_low_memory_sampling_runs_the_guidance_branches_in_turn_with_the_same_result():
-    """low_memory batches one CFG branch at a time (and parks the UNet while the VAE works): the frames
-    it samples and refines are the normal mode's. (A smaller decode_chunk_size does change them: SVD's
-    VAE decoder mixes the frames of a chunk.)"""
+def test_low_memory_sampling_runs_the_guidance_branches_in_turn_with_the_same_result(monkeypatch):
+    """low_memory batches one CFG branch at a time, runs the feed-forwards over slices of tokens (and
+    parks the UNet while the VAE works): the frames it samples and refines are the normal mode's. (A
+    smaller decode_chunk_size does change them: SVD's VAE decoder mixes the frames of a chunk.)"""
+    from diffusers.models.attention import FeedForward
+
+    import recapture.memory
     from recapture.sampling import sdedit
 
+    monkeypatch.setattr(recapture.memory, "FEED_FORWARD_TOKENS", 7)
     models = tiny_svd_models()
-    batches = []
+    batches, widest = [], []
     models.unet.register_forward_pre_hook(lambda _m, args: batches.append(args[0].shape[0]))
+    for ff in (m for m in models.unet.modules() if isinstance(m, FeedForward)):
+        ff.net[0].register_forward_pre_hook(lambda _m, a: widest.append(a[0].reshape(-1, a[0].shape[-1]).shape[0]))
     frames = clip()
     out, refined = {}, {}
     for low_memory in (False, True):
-        batches.clear()
+        batches.clear(), widest.clear()
         config = SampleConfig(steps=3, low_memory=low_memory, decode_chunk_size=2)
         out[low_memory] = sample_video(models, None, frames[0], 4, config)
         refined[low_memory] = sdedit(models, None, frames, 0.7, config)
         assert set(batches) == ({1} if low_memory else {2})
+        assert (max(widest) == 7) == low_memory
+    assert all("forward" not in vars(m) for m in models.unet.modules())
     torch.testing.assert_close(out[True], out[False], rtol=0, atol=1e-5)
     torch.testing.assert_close(refined[True], refined[False], rtol=0, atol=1e-5)
     assert (out[False] - frames).abs().mean() > 0.05  # it did sample something
