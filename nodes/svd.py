@@ -234,7 +234,7 @@ def _sampling_low_memory_input():
                             tooltip="For GPUs with 8-12 GB: the two guidance branches run one after the other, the "
                                     "feed-forwards over slices of the frames, and the UNet leaves the GPU while the VAE "
                                     "works (with decode_chunk_size 2, 25 frames at "
-                                    "1024x576 need about 5.5 GB instead of 14). A little slower.")
+                                    "1024x576 need about 5.5 GB instead of 12.5). A little slower.")
 
 
 class ReCaptureSVDDualLoRASample(io.ComfyNode):

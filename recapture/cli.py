@@ -305,7 +305,7 @@ def _svd_options(p: argparse.ArgumentParser) -> None:
                    help="for 10-12 GB GPUs, a little slower: training also checkpoints the feed-forwards in slices "
                         "and encodes 2 frames at a time (14 frames at 1024x576: about 8 GB instead of 12); sampling runs the "
                         "guidance branches in turn and parks the UNet while the VAE works (with --decode-chunk-size 2, "
-                        "25 frames at 1024x576: about 5.5 GB instead of 14)")
+                        "25 frames at 1024x576: about 5.5 GB instead of 12.5)")
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:

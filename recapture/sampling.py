@@ -91,11 +91,15 @@ def decode_latents(models: SVDModels, latents: torch.Tensor, chunk: int = 8) -> 
 
 def _denoise_then_decode(models: SVDModels, latents, sigmas, embedding, condition, config: SampleConfig,
                          on_step) -> torch.Tensor:
-    """``denoise`` then ``decode_latents``, each with only the models it needs on the device (as configured)."""
-    with offloaded(models.vae, models.image_encoder) if config.offload_encoders else contextlib.nullcontext():
-        latents = denoise(models, latents, sigmas, embedding, condition, config, on_step)
-    with offloaded(models.unet) if config.low_memory else contextlib.nullcontext():
-        return decode_latents(models, latents, config.decode_chunk_size)
+    """``denoise`` then ``decode_latents``, each with only the models it needs on the device (as configured):
+    CLIP is done once the prompt is encoded, the VAE waits while the UNet works, and in low_memory the
+    UNet waits while the VAE decodes."""
+    encoders = config.offload_encoders
+    with offloaded(*((models.image_encoder,) if encoders else ())):
+        with offloaded(*((models.vae,) if encoders else ())):
+            latents = denoise(models, latents, sigmas, embedding, condition, config, on_step)
+        with offloaded(*((models.unet,) if config.low_memory else ())):
+            return decode_latents(models, latents, config.decode_chunk_size)
 
 
 def _with_lora(models: SVDModels, lora: TrainedLoRA | None, temporal: float, spatial: float, merge: bool, work):

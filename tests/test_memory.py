@@ -67,7 +67,7 @@ def test_sampling_moves_each_model_off_while_the_others_work(models, low_memory)
     original_decode = models.vae.decode
 
     def decode(*args, **kwargs):
-        decoded_with.append(where(models.moves, "unet"))
+        decoded_with.append((where(models.moves, "unet"), where(models.moves, "image_encoder")))
         return original_decode(*args, **kwargs)
 
     models.vae.decode = decode
@@ -76,7 +76,9 @@ def test_sampling_moves_each_model_off_while_the_others_work(models, low_memory)
                                                               where(models.moves, "image_encoder"))))
     assert out.shape == (4, H, W, 3)
     assert during_steps == [("cpu", "cpu")] * 2
-    assert set(decoded_with) == ({"cpu"} if low_memory else {"home"})
+    # CLIP's work ends with the prompt: it stays off while the VAE decodes, and so does the UNet in low_memory
+    assert set(decoded_with) == ({("cpu", "cpu")} if low_memory else {("home", "cpu")})
+    assert [m for m in models.moves if m[0] == "image_encoder"] == [("image_encoder", "cpu")] * 2  # off, back
     assert ("unet", "cpu") in models.moves if low_memory else where(models.moves, "unet") == "home"
 
 
