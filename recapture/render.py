@@ -234,8 +234,9 @@ def render_anchor(cloud: PointCloud, path: CameraPath, *, dilate_holes: int = 0,
 
     def render(start: int) -> tuple[torch.Tensor, torch.Tensor]:
         part = slice(start, start + chunk_frames)
-        return _render_chunk(cloud.colors[part].float(), cloud.depth[part].float(), cloud.intrinsics[part].float(),
-                             poses[part], fov[part], depth_tolerance)
+        with torch.no_grad():  # grad mode is per thread: a worker would not inherit the caller's
+            return _render_chunk(cloud.colors[part].float(), cloud.depth[part].float(),
+                                 cloud.intrinsics[part].float(), poses[part], fov[part], depth_tolerance)
 
     # On the CPU two chunks are rendered at once: the scatters run on one core, so a second chunk keeps
     # another busy. Accelerators queue the work of one thread and need no help.

@@ -159,6 +159,9 @@ def test_two_cpu_workers_give_the_frames_of_one_in_order(monkeypatch):
     two = render_anchor(cloud, path, on_frame=done.append)
     assert done == [1] * 6
     assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+    with torch.inference_mode():  # as ComfyUI runs nodes: the workers get inference tensors
+        inferred = render_anchor(make_point_cloud(clip.frames, clip.depth, kind="metric", edge_threshold=0), path)
+    assert torch.equal(inferred[0], one[0])
     assert not any(t.name.startswith("recapture-render") for t in threading.enumerate())  # workers gone
 
 
