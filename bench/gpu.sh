@@ -25,6 +25,7 @@ run() {
 # cheapest first, so that a run stopped at its time limit still brings the most back
 run bench/render.py "${render[@]}"
 run bench/train.py "${size[@]}" "${tiny[@]}" --steps 6
+run bench/train.py "${size[@]}" "${tiny[@]}" --steps 6 --keep-from-flops none  # recompute everything
 run bench/train.py "${size[@]}" "${tiny[@]}" --steps 6 --low-memory
 [ -z "${DRY:-}" ] && run bench/train.py --device cuda --steps 6 --height 320 --width 576
 [ -z "${DRY:-}" ] && run bench/train.py --device cuda --steps 4 --no-checkpointing  # ~50 GiB: 80 GB cards only

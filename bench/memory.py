@@ -144,7 +144,7 @@ def train_config(args) -> TrainConfig:
     """Two steps (the first also encodes) with the command line's settings."""
     return TrainConfig(steps=2, rank=args.rank, spatial_frames=args.spatial_frames,
                        gradient_checkpointing=not args.no_checkpointing, offload_encoders=not args.keep_encoders,
-                       low_memory=args.low_memory)
+                       low_memory=args.low_memory, keep_outputs_from_flops=args.keep_from_flops)
 
 
 def sample_config(args) -> SampleConfig:
@@ -185,6 +185,9 @@ def main() -> None:
     parser.add_argument("--low-memory", action="store_true",
                         help="training and sampling in their low_memory modes (TrainConfig / SampleConfig)")
     parser.add_argument("--decode-chunk", type=int, default=8, help="frames the VAE decodes at once")
+    parser.add_argument("--keep-from-flops", type=lambda v: None if v == "none" else int(v),
+                        default=recapture.memory.KEEP_OUTPUTS_FROM_FLOPS,
+                        help="training keeps outputs this costly to recompute, in FLOPs per element ('none': none)")
     parser.add_argument("--skip", choices=["train", "sample"], default=None)
     parser.add_argument("--flops", action="store_true",
                         help="also count the FLOPs of one training step and one sampling step (a second pass)")

@@ -9,6 +9,7 @@ FLOP utilisation against the GPU's dense bf16 peak (--peak-tflops, default 990 f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import statistics
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from recapture.memory import KEEP_OUTPUTS_FROM_FLOPS  # noqa: E402
 from recapture.svd import build_svd, build_tiny_svd  # noqa: E402
 from recapture.train import TrainConfig, train_recapture_lora  # noqa: E402
 
@@ -42,6 +44,9 @@ def main() -> None:
     parser.add_argument("--keep-encoders", action="store_true",
                         help="leave CLIP and the VAE on the device while training (default: parked on the CPU)")
     parser.add_argument("--low-memory", action="store_true", help="TrainConfig.low_memory (feed-forwards checkpointed too)")
+    parser.add_argument("--keep-from-flops", type=lambda v: None if v == "none" else int(v),
+                        default=KEEP_OUTPUTS_FROM_FLOPS,
+                        help="TrainConfig.keep_outputs_from_flops: keep outputs this costly to recompute ('none': none)")
     parser.add_argument("--peak-tflops", type=float, default=990.0)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -51,7 +56,7 @@ def main() -> None:
     mask = torch.ones(args.frames, args.height, args.width)
     config = TrainConfig(steps=args.steps, spatial_frames=args.spatial_frames,
                          gradient_checkpointing=not args.no_checkpointing, offload_encoders=not args.keep_encoders,
-                         low_memory=args.low_memory)
+                         low_memory=args.low_memory, keep_outputs_from_flops=args.keep_from_flops)
 
     stamps: list[float] = []
 
@@ -72,12 +77,12 @@ def main() -> None:
         from torch.utils.flop_counter import FlopCounterMode
 
         with FlopCounterMode(display=False) as counter:
-            train_recapture_lora(models, anchor, mask, anchor, TrainConfig(steps=1, spatial_frames=args.spatial_frames,
-                                                                            gradient_checkpointing=config.gradient_checkpointing))
+            train_recapture_lora(models, anchor, mask, anchor, dataclasses.replace(config, steps=1))
         flops = counter.get_total_flops()  # includes the one-off encoding: an upper bound per step
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     print(f"train step ({args.frames}x{args.height}x{args.width} temporal + {args.spatial_frames} spatial frames, "
-          f"checkpointing {not args.no_checkpointing}, low_memory {args.low_memory}): {seconds:.3f} s median, {args.steps} steps, "
+          f"checkpointing {not args.no_checkpointing}, low_memory {args.low_memory}, kept from "
+          f"{args.keep_from_flops} FLOPs): {seconds:.3f} s median, {args.steps} steps, "
           f"peak GPU memory {peak:.2f} GiB")
     if flops:
         print(f"~{flops / 1e12:.1f} TFLOP per step (upper bound) -> MFU <= {flops / seconds / 1e12 / args.peak_tflops:.1%}")

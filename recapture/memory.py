@@ -65,7 +65,9 @@ def offloaded(*modules: torch.nn.Module, to: torch.device | str = "cpu") -> Iter
 # Checkpointed blocks keep the outputs that cost at least this many FLOPs per element to compute again
 # (attention over 2048+ keys, convolutions and matrix products over 4096+ inputs), and recompute the
 # rest: at 14x576x1024 a training step needs 181 -> 157 TFLOP for 10.7 -> 12.4 GiB (bench/memory.py;
-# 16384 gives 163 TFLOP at 11.7 GiB, 4096 152 TFLOP at 13.7 GiB, no checkpointing 128 TFLOP at 50 GiB).
+# 16384 gives 164 TFLOP at 11.5 GiB, 4096 152 TFLOP at 13.7 GiB, no checkpointing 128 TFLOP at 50 GiB).
+# The choosing runs in Python for every operation of the blocks: on the CPU it added 0.07 s to a tiny
+# model's 0.15 s step, which a GPU hides only while its own work per step is the larger part.
 KEEP_OUTPUTS_FROM_FLOPS = 8192
 # Tokens per slice of a feed-forward in low_memory training and sampling (its activations are 4-8x as
 # wide as its input; slices of 65536 tokens: 8.3 GiB training at 14x576x1024, 16384: 7.7, 8192: 7.6).

@@ -50,6 +50,9 @@ class TrainConfig:
     gradient_checkpointing: bool = True
     offload_encoders: bool = True  # CLIP and the VAE wait on the CPU once the clip is encoded
     low_memory: bool = False  # also checkpoint the feed-forwards and encode 2 frames at a time (bench/memory.py)
+    # outputs costing this many FLOPs per element or more to recompute are kept through checkpointing
+    # (None: everything recomputed; ignored in low_memory, which keeps nothing); see recapture.memory
+    keep_outputs_from_flops: int | None = KEEP_OUTPUTS_FROM_FLOPS
 
 
 @dataclass
@@ -227,7 +230,7 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
     #    Checkpointing keeps only each block's inputs (the backward passes run inside, as it requires).
     encoders = (models.vae, models.image_encoder) if config.offload_encoders else ()
     checkpointing = (checkpointed_blocks(unet, feed_forwards=config.low_memory,
-                                         keep_from_flops=None if config.low_memory else KEEP_OUTPUTS_FROM_FLOPS)
+                                         keep_from_flops=None if config.low_memory else config.keep_outputs_from_flops)
                      if config.gradient_checkpointing or config.low_memory else contextlib.nullcontext())
     with offloaded(*encoders), checkpointing:
         inject_lora_adapters(unet, config.rank, config.alpha, config.seed)

@@ -189,13 +189,12 @@ def test_low_memory_recomputes_feed_forwards_in_slices_of_tokens_with_the_same_g
     torch.testing.assert_close(sliced, plain, rtol=1e-4, atol=1e-6)
 
 
-def test_costly_outputs_are_kept_instead_of_computed_again(monkeypatch):
+def test_costly_outputs_are_kept_instead_of_computed_again():
     """Checkpointing that keeps the outputs of attention, convolutions and matrix products (the ones
     whose recomputation costs at least the threshold per element) trains the same LoRAs and runs none
     of those twice; with a threshold above every operation, all of them run again in backward."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    import recapture.train
     from recapture.memory import recompute_flops_per_element
 
     class CostlyCalls(TorchDispatchMode):
@@ -213,11 +212,10 @@ def test_costly_outputs_are_kept_instead_of_computed_again(monkeypatch):
 
     anchor, mask = clip(), torch.ones(4, H, W)
     trained, calls = {}, {}
-    for name, checkpointing, min_flops in (("none", False, None), ("recomputed", True, 10**12), ("kept", True, 1)):
-        monkeypatch.setattr(recapture.train, "KEEP_OUTPUTS_FROM_FLOPS", min_flops)
+    for name, checkpointing, min_flops in (("none", False, None), ("recomputed", True, None), ("kept", True, 1)):
         with CostlyCalls() as counter:
             trained[name] = train_recapture_lora(tiny_svd_models(), anchor, mask, anchor,
-                                                 TrainConfig(steps=2, spatial_frames=2,
+                                                 TrainConfig(steps=2, spatial_frames=2, keep_outputs_from_flops=min_flops,
                                                              gradient_checkpointing=checkpointing))
         calls[name] = counter.count
     assert {"attention", "aten.convolution.default"} <= calls["none"].keys(), calls["none"]
