@@ -33,8 +33,8 @@ class SampleConfig:
     spatial_strength: float = 1.0
     decode_chunk_size: int = 8  # frames the VAE decodes (SDEdit: also encodes) at once
     merge_lora: bool = True  # fold the LoRAs into the weights while sampling (see lora.merged_lora)
-    offload_encoders: bool = True  # CLIP and the VAE wait on the CPU while the UNet denoises
-    low_memory: bool = False  # CFG's branches in turn, feed-forwards in slices, the UNet on the CPU while the VAE works
+    offload_encoders: bool = True  # CLIP waits on the CPU once the prompt is encoded, the VAE while the UNet works
+    low_memory: bool = False  # CFG branches in turn, feed-forwards in slices, the UNet off while the VAE works
 
 
 LOW_MEMORY_ADVICE = ("low_memory on with decode_chunk_size 2, about half the memory (--low-memory --decode-chunk-size 2 "
