@@ -59,11 +59,22 @@ def main() -> None:
                          low_memory=args.low_memory, keep_outputs_from_flops=args.keep_from_flops)
 
     stamps: list[float] = []
+    # On a GPU one step (the third) also runs under torch's profiler: the share of the step that the
+    # GPU spends in kernels says whether the host (Python, launches, syncs) holds it back.
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) \
+        if device.type == "cuda" and args.steps >= 4 else None
+    profiled: list[float] = []
 
     def on_step(step, *_):
         if device.type == "cuda":
             torch.cuda.synchronize()
         stamps.append(time.perf_counter())
+        if profiler is not None and step == 1:
+            profiler.start()
+            profiled.append(time.perf_counter())
+        elif profiler is not None and step == 2:
+            profiler.stop()
+            profiled.append(time.perf_counter())
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -86,6 +97,11 @@ def main() -> None:
           f"peak GPU memory {peak:.2f} GiB")
     if flops:
         print(f"~{flops / 1e12:.1f} TFLOP per step (upper bound) -> MFU <= {flops / seconds / 1e12 / args.peak_tflops:.1%}")
+    if len(profiled) == 2:
+        busy = sum(getattr(e, "self_device_time_total", 0) for e in profiler.key_averages()) / 1e6
+        wall = profiled[1] - profiled[0]
+        print(f"GPU busy in kernels {busy:.3f} s of a {wall:.3f} s step ({busy / wall:.0%}; well below 100 %: the host "
+              "or a sync holds the GPU back)")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {device} ({name}), model {'tiny' if args.tiny else models.name}, torch {torch.__version__}, "
           f"{datetime.date.today().isoformat()}; 400 steps would take {400 * seconds / 60:.1f} min")
