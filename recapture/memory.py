@@ -130,15 +130,10 @@ def _in_token_slices(forward, checkpointed: bool = False):
 
 
 @contextlib.contextmanager
-def feed_forwards_in_slices(unet: torch.nn.Module) -> Iterator[None]:
-    """Every feed-forward of the UNet runs over slices of ``FEED_FORWARD_TOKENS`` tokens, for the block:
-    its wide GEGLU activations then exist for one slice at a time (sampling 25x576x1024 with CFG in
-    low_memory: 7.1 -> 5.4 GiB, bench/memory.py)."""
-    from diffusers.models.attention import FeedForward
-
-    blocks = [m for m in unet.modules() if isinstance(m, FeedForward)]
+def _wrapped_forwards(blocks: list[torch.nn.Module], wrap) -> Iterator[None]:
+    """Each block's ``forward`` replaced by ``wrap(block, forward)`` for the block, its class's after."""
     for block in blocks:
-        block.forward = _in_token_slices(block.forward)
+        block.forward = wrap(block, block.forward)
     try:
         yield
     finally:
@@ -146,9 +141,18 @@ def feed_forwards_in_slices(unet: torch.nn.Module) -> Iterator[None]:
             del block.forward
 
 
-@contextlib.contextmanager
-def checkpointed_blocks(unet: torch.nn.Module, feed_forwards: bool = False,
-                        keep_from_flops: int | None = KEEP_OUTPUTS_FROM_FLOPS) -> Iterator[None]:
+def feed_forwards_in_slices(unet: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+    """Every feed-forward of the UNet runs over slices of ``FEED_FORWARD_TOKENS`` tokens, for the block:
+    its wide GEGLU activations then exist for one slice at a time (sampling 25x576x1024 with CFG in
+    low_memory: 7.1 -> 5.4 GiB, bench/memory.py)."""
+    from diffusers.models.attention import FeedForward
+
+    blocks = [m for m in unet.modules() if isinstance(m, FeedForward)]
+    return _wrapped_forwards(blocks, lambda block, forward: _in_token_slices(forward))
+
+
+def checkpointed_blocks(unet: torch.nn.Module, feed_forwards: bool = False, keep_from_flops: int | None =
+                        KEEP_OUTPUTS_FROM_FLOPS) -> contextlib.AbstractContextManager[None]:
     """Gradient checkpointing of every residual and transformer block of SVD's UNet, for the block.
 
     Each ``SpatioTemporalResBlock`` and whole ``TransformerSpatioTemporalModel`` (spatial *and*
@@ -181,12 +185,6 @@ def checkpointed_blocks(unet: torch.nn.Module, feed_forwards: bool = False,
             return checkpoint(forward, *args, use_reentrant=False, **options, **kwargs)
         return run
 
-    for block in blocks:
-        # a feed-forward's slices are checkpointed each: its backward holds one slice's wide activations
-        block.forward = (_in_token_slices(block.forward, checkpointed=True) if isinstance(block, FeedForward)
-                         else checkpointing(block.forward))
-    try:
-        yield
-    finally:
-        for block in blocks:
-            del block.forward  # the class's forward again
+    # a feed-forward's slices are checkpointed each: its backward holds one slice's wide activations
+    return _wrapped_forwards(blocks, lambda block, forward: _in_token_slices(forward, checkpointed=True)
+                             if isinstance(block, FeedForward) else checkpointing(forward))

@@ -16,7 +16,7 @@ import torch
 
 from .lora import merged_lora, remove_lora_adapters
 from .memory import explain_out_of_memory, feed_forwards_in_slices, offloaded
-from .train import TrainedLoRA, apply_lora, edm_denoise, encode_conditioning, encode_latents
+from .train import VAE_CHUNK, TrainedLoRA, apply_lora, edm_denoise, encode_conditioning, encode_latents
 from .types import SVDModels
 
 
@@ -31,7 +31,7 @@ class SampleConfig:
     seed: int = 0
     temporal_strength: float = 1.0
     spatial_strength: float = 1.0
-    decode_chunk_size: int = 8  # frames the VAE decodes (SDEdit: also encodes) at once
+    decode_chunk_size: int = VAE_CHUNK  # frames the VAE decodes (SDEdit: also encodes) at once
     merge_lora: bool = True  # fold the LoRAs into the weights while sampling (see lora.merged_lora)
     offload_encoders: bool = True  # CLIP waits on the CPU once the prompt is encoded, the VAE while the UNet works
     low_memory: bool = False  # CFG branches in turn, feed-forwards in slices, the UNet off while the VAE works
@@ -80,7 +80,7 @@ def denoise(models: SVDModels, latents: torch.Tensor, sigmas: torch.Tensor, embe
 
 
 @torch.no_grad()
-def decode_latents(models: SVDModels, latents: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+def decode_latents(models: SVDModels, latents: torch.Tensor, chunk: int = VAE_CHUNK) -> torch.Tensor:
     """``(1, F, 4, h, w)`` latents -> ``(F, H, W, 3)`` frames in 0..1, decoding ``chunk`` frames at a time."""
     vae = models.vae
     x = latents[0] / vae.config.scaling_factor

@@ -73,8 +73,11 @@ def _to_model_range(frames: torch.Tensor, device, dtype) -> torch.Tensor:
     return (frames.permute(0, 3, 1, 2).to(device, dtype) * 2.0 - 1.0)
 
 
+VAE_CHUNK = 8  # frames the VAE encodes or decodes at once by default
+
+
 @torch.no_grad()
-def encode_latents(models: SVDModels, frames: torch.Tensor, chunk: int = 8) -> torch.Tensor:
+def encode_latents(models: SVDModels, frames: torch.Tensor, chunk: int = VAE_CHUNK) -> torch.Tensor:
     """VAE latents ``(N, 4, H/8, W/8)`` scaled by the VAE's scaling factor (the diffusion space)."""
     vae = models.vae
     x = _to_model_range(frames, vae.device, vae.dtype)
@@ -216,7 +219,7 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
     # 1. Encode everything once; the VAE and CLIP are not needed after this. Holes are made black
     #    first: whatever the anchor holds there must not reach valid latents through the VAE.
     anchor = anchor * mask[..., None]
-    chunk = 2 if config.low_memory else 8
+    chunk = 2 if config.low_memory else VAE_CHUNK
     anchor_latents = encode_latents(models, anchor, chunk)[None]  # (1, F, 4, h, w)
     source_latents = encode_latents(models, source, chunk)[:, None]  # (N, 1, 4, h, w): frames as separate images
     valid = latent_mask(mask, config.mask_erosion)[None].to(device)  # (1, F, 1, h, w)
