@@ -9,14 +9,13 @@ import comfy.model_management
 import torch
 
 from ..recapture import camera
-from ..recapture.types import CameraPath, PointCloud
+from ..recapture.types import DEPTH_KINDS, CameraPath, PointCloud
 from ._api import Progress, input_files, input_path, io, output_file, require_finite, video_player
 from .depth import DepthType
 
 PointCloudType = io.Custom("RECAPTURE_POINTCLOUD")
 CameraPathType = io.Custom("RECAPTURE_CAMERA_PATH")
 
-DEPTH_KINDS = ("inverse", "relative", "metric")
 NO_FILE = "(none: use the preset)"
 PATH_FILE_EXTENSIONS = (".json", ".txt")
 
@@ -68,7 +67,8 @@ class ReCaptureDepthToPointCloud(io.ComfyNode):
     def execute(cls, frames, depth, depth_kind: str, near: float, far: float, fov_deg: float,
                 edge_threshold: float, preview_points: int) -> io.NodeOutput:
         from ..recapture.depth import depth_from_image, match_depth_size
-        from ..recapture.pointcloud import make_point_cloud, point_cloud_preview_points, write_glb_points, write_ply
+        from ..recapture.pointcloud import make_point_cloud
+        from ..recapture.pointcloud_files import point_cloud_preview_points, write_glb_points, write_ply
         from ..recapture.types import DepthMaps
 
         require_finite("frames", frames, "connect frames with pixel values in 0..1, e.g. from ReCapture Load Video")
@@ -139,8 +139,7 @@ class ReCaptureCameraTrajectory(io.ComfyNode):
         source_fov = 60.0
         if point_cloud is not None:
             frames = point_cloud.num_frames
-            k = point_cloud.intrinsics[0]
-            source_fov = float(torch.rad2deg(2 * torch.atan(point_cloud.width / (2 * k[0, 0]))))
+            source_fov = point_cloud.fov_deg()
         uses_preset = not custom_path.strip() and camera_file == NO_FILE
         if pivot_distance <= 0 and point_cloud is not None:
             try:  # the preset needs it; a file or custom path only shows it in the editor
@@ -175,7 +174,7 @@ def _editor_data(path_json: dict, point_cloud: PointCloud | None, pivot_distance
         return data
     import folder_paths
 
-    from ..recapture.pointcloud import point_cloud_preview_points, write_preview_points
+    from ..recapture.pointcloud_files import point_cloud_preview_points, write_preview_points
 
     points, colors = point_cloud_preview_points(point_cloud, frame=0, max_points=EDITOR_POINTS)
     folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
@@ -227,7 +226,7 @@ class ReCaptureRenderAnchor(io.ComfyNode):
                        "its colours come from the frames given to ReCapture Depth To Point Cloud")
         device = comfy.model_management.get_torch_device()
         progress = Progress(point_cloud.num_frames, unit="frame")
-        anchor, mask = render_anchor(_to(point_cloud, device), _to(camera_path, device),
+        anchor, mask = render_anchor(point_cloud.to(device), camera_path.to(device),
                                      dilate_holes=dilate_holes, on_frame=progress.advance)
         anchor, mask = anchor.cpu(), mask.cpu()
         # the node's player: the anchor, and the same with its holes painted (the mask overlay toggle),
@@ -236,8 +235,3 @@ class ReCaptureRenderAnchor(io.ComfyNode):
         small_mask = preview_frames(mask[..., None])[..., 0]
         return io.NodeOutput(anchor, mask, 1.0 - mask, ui=video_player(cls, small, mask_overlay(small, small_mask)))
 
-
-def _to(value, device):
-    """A copy of a PointCloud / CameraPath with its tensors on ``device``."""
-    fields = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(value).items()}
-    return type(value)(**fields)

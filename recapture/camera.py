@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .files import atomic_path
+from .geometry import focal_from_fov, fov_from_focal
 from .types import CameraPath
 
 PRESETS = (
@@ -124,8 +125,7 @@ def preset_path(preset: str, num_frames: int, amount: float, *, pivot_distance: 
             raise CameraPathError(f"zoom amount is a percent change of focal length and must be > -100, got {amount}")
         scale = 1.0 + amount / 100.0 * progress
         scale = scale if sign > 0 else 1.0 / scale
-        half = math.tan(math.radians(source_fov_deg) / 2)
-        fov = torch.rad2deg(2 * torch.atan(half / scale))
+        fov = fov_from_focal(focal_from_fov(source_fov_deg, 1.0) * scale, 1.0)
         return CameraPath(poses=_rigid(identity, torch.zeros(num_frames, 3)), fov_deg=fov.float())
     if kind == "move":
         direction = torch.tensor(axis) * sign
@@ -326,7 +326,7 @@ def path_from_realestate10k(text: str, *, scale: float = 1.0, use_intrinsics: bo
     w2c = torch.eye(4, dtype=torch.float64).repeat(len(rows), 1, 1)
     w2c[:, :3, :] = data[:, 7:].reshape(-1, 3, 4)
     poses = _scaled(_relative_to_first(torch.linalg.inv(w2c)), scale)
-    fov = (torch.rad2deg(2 * torch.atan(0.5 / data[:, 1])).float() if use_intrinsics
+    fov = (fov_from_focal(data[:, 1], 1.0).float() if use_intrinsics
            else torch.full((len(rows),), float("nan")))
     return CameraPath(poses=poses, fov_deg=fov)
 
@@ -363,7 +363,7 @@ def _nerf_fov(frame: dict, top: dict) -> float:
         if "camera_angle_x" in source:
             return math.degrees(float(source["camera_angle_x"]))
         if "fl_x" in source and "w" in source:
-            return math.degrees(2 * math.atan(float(source["w"]) / (2 * float(source["fl_x"]))))
+            return fov_from_focal(float(source["fl_x"]), float(source["w"]))
     return float("nan")
 
 

@@ -12,9 +12,7 @@ import torch
 
 from .files import atomic_path
 from .memory import OutOfMemory
-
-DEPTH_KINDS = ("metric", "inverse", "relative")
-
+from .types import DEPTH_KINDS
 
 def _device(name: str) -> torch.device:
     if name != "auto":
@@ -74,10 +72,7 @@ def render_stage1(args: argparse.Namespace):
                                   easing=args.easing, source_fov_deg=args.fov)
     device = _device(args.device)
     print(f"rendering {cloud.num_frames} frames at {cloud.width}x{cloud.height} on {device}", file=sys.stderr)
-    anchor, mask = render_anchor(
-        type(cloud)(**{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in vars(cloud).items()}),
-        type(path)(poses=path.poses.to(device), fov_deg=path.fov_deg.to(device)),
-        dilate_holes=args.dilate_holes)
+    anchor, mask = render_anchor(cloud.to(device), path.to(device), dilate_holes=args.dilate_holes)
     return frames, (fps or args.fps) / args.every, anchor.cpu(), mask.cpu(), path
 
 
@@ -194,10 +189,10 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.out) / 'recaptured.mp4'}", file=sys.stderr)
 
 
-def cmd_write_sample(args: argparse.Namespace) -> None:
-    from .sample import write_sample
+def cmd_demo_clip(args: argparse.Namespace) -> None:
+    from .demo_clip import write_demo_clip
 
-    files = write_sample(Path(args.out), num_frames=args.frames, width=args.size[0], height=args.size[1])
+    files = write_demo_clip(Path(args.out), num_frames=args.frames, width=args.size[0], height=args.size[1])
     print("\n".join(str(f) for f in files))
 
 
@@ -222,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder (e.g. ComfyUI's input folder)")
     s.add_argument("--frames", type=int, default=14)
     s.add_argument("--size", type=_size, default=(1024, 576))
-    s.set_defaults(func=cmd_write_sample)
+    s.set_defaults(func=cmd_demo_clip)
 
     t = sub.add_parser("train", help="fine-tune the temporal and spatial LoRAs on an anchor and its source video",
                        description="Writes OUT/<lora-name>_temporal.safetensors and _spatial.safetensors (core "

@@ -1,4 +1,4 @@
-"""From frames and depth to per-frame point clouds, and point-cloud preview files.
+"""From frames and depth to per-frame point clouds.
 
 Conventions as in ``recapture.types``: OpenCV camera axes, pixel centres at integer coordinates,
 z-depth, depth ``0`` = no point.
@@ -6,30 +6,12 @@ z-depth, depth ``0`` = no point.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import struct
 
-import numpy as np
 import torch
 
-from .files import atomic_path
-from .types import PointCloud
-
-DEPTH_KINDS = ("metric", "inverse", "relative")
-
-
-def intrinsics_from_fov(fov_deg: float, height: int, width: int) -> torch.Tensor:
-    """Pinhole intrinsics ``(3, 3)`` for a horizontal field of view, square pixels, centred principal point.
-
-    The image spans ``width`` pixels edge to edge, so ``fx = width / (2 tan(fov / 2))``; the principal
-    point is ``((width - 1) / 2, (height - 1) / 2)`` because pixel centres sit at integers.
-    """
-    if not (isinstance(fov_deg, (int, float)) and 1.0 <= fov_deg <= 179.0):
-        raise ValueError(f"fov_deg must be between 1 and 179 degrees, got {fov_deg}")
-    f = width / (2.0 * math.tan(math.radians(fov_deg) / 2.0))
-    return torch.tensor([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
+from .geometry import intrinsics_from_fov
+from .types import DEPTH_KINDS, PointCloud
 
 
 def depth_to_metric(depth: torch.Tensor, kind: str, near: float = 1.0, far: float = 10.0) -> torch.Tensor:
@@ -100,17 +82,6 @@ def remove_depth_edges(depth: torch.Tensor, threshold: float) -> torch.Tensor:
     return depth.masked_fill(depth_edges(depth, threshold), 0.0)
 
 
-def unproject(depth: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
-    """Each pixel's 3D point in its camera: ``(N, H, W)`` z-depth, ``(N, 3, 3)`` -> ``(N, H, W, 3)``."""
-    from kornia.geometry.camera import unproject_points
-    from kornia.geometry import create_meshgrid
-
-    n, h, w = depth.shape
-    pixels = create_meshgrid(h, w, normalized_coordinates=False, device=depth.device, dtype=depth.dtype)
-    pixels = pixels.expand(n, h, w, 2)
-    return unproject_points(pixels, depth[..., None], intrinsics[:, None, None], normalize=False)
-
-
 def make_point_cloud(frames: torch.Tensor, depth: torch.Tensor, *, kind: str, fov_deg: float = 60.0,
                      near: float = 1.0, far: float = 10.0, edge_threshold: float = 0.04) -> PointCloud:
     """Frames and their depth -> per-frame point clouds in each frame's camera.
@@ -141,76 +112,3 @@ def make_point_cloud(frames: torch.Tensor, depth: torch.Tensor, *, kind: str, fo
     metric = remove_depth_edges(depth_to_metric(depth, kind, near, far), edge_threshold)
     return PointCloud(colors=frames.float().clamp(0, 1), depth=metric, intrinsics=intrinsics,
                       metric=kind == "metric")
-
-
-# --- Preview files ------------------------------------------------------------------------------------
-def point_cloud_preview_points(cloud: PointCloud, frame: int = 0,
-                               max_points: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
-    """A frame's valid points and colours, subsampled with an even stride: ``(M, 3)`` float32 each."""
-    points = unproject(cloud.depth[frame : frame + 1], cloud.intrinsics[frame : frame + 1])[0]
-    valid = cloud.depth[frame] > 0
-    xyz = points[valid].cpu().numpy().astype(np.float32)
-    rgb = cloud.colors[frame][valid].cpu().numpy().astype(np.float32)
-    stride = max(1, math.ceil(len(xyz) / max_points))
-    return xyz[::stride], rgb[::stride]
-
-
-def write_preview_points(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray) -> int:
-    """The points for the browser's camera editor, in the simplest format a ``fetch`` can read into typed
-    arrays: ``N`` x 3 little-endian float32 positions (OpenCV axes), then ``N`` x 3 uint8 colours.
-    Returns ``N``."""
-    rgb = (np.clip(colors, 0, 1) * 255 + 0.5).astype(np.uint8)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(np.ascontiguousarray(points, dtype="<f4").tobytes() + rgb.tobytes())
-    return len(points)
-
-
-def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray) -> None:
-    """Binary little-endian PLY: float x y z (OpenCV axes), uchar red green blue."""
-    data = np.empty(len(points), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-                                        ("red", "u1"), ("green", "u1"), ("blue", "u1")])
-    data["x"], data["y"], data["z"] = points.T
-    rgb = (np.clip(colors, 0, 1) * 255 + 0.5).astype(np.uint8)
-    data["red"], data["green"], data["blue"] = rgb.T
-    header = ("ply\nformat binary_little_endian 1.0\ncomment ReCapture point cloud, OpenCV camera axes\n"
-              f"element vertex {len(points)}\nproperty float x\nproperty float y\nproperty float z\n"
-              "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(header.encode("ascii"))
-            f.write(data.tobytes())
-
-
-def write_glb_points(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray) -> None:
-    """glTF 2.0 binary with one POINTS primitive (POSITION, COLOR_0) that three.js viewers display.
-
-    glTF is +y up, -z forward: OpenCV's y and z are flipped.
-    """
-    xyz = (points * np.array([1, -1, -1], dtype=np.float32)).astype("<f4")
-    rgba = np.concatenate([(np.clip(colors, 0, 1) * 255 + 0.5).astype(np.uint8),
-                           np.full((len(colors), 1), 255, np.uint8)], axis=1)
-    pos_bytes, col_bytes = xyz.tobytes(), rgba.tobytes()
-    gltf = {
-        "asset": {"version": "2.0", "generator": "ComfyUI-ReCapture"},
-        "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
-        "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "COLOR_0": 1}, "mode": 0}]}],
-        "buffers": [{"byteLength": len(pos_bytes) + len(col_bytes)}],
-        "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": len(pos_bytes), "target": 34962},
-                        {"buffer": 0, "byteOffset": len(pos_bytes), "byteLength": len(col_bytes), "target": 34962}],
-        "accessors": [
-            {"bufferView": 0, "componentType": 5126, "count": len(xyz), "type": "VEC3",
-             "min": xyz.min(axis=0).tolist() if len(xyz) else [0, 0, 0],
-             "max": xyz.max(axis=0).tolist() if len(xyz) else [0, 0, 0]},
-            {"bufferView": 1, "componentType": 5121, "normalized": True, "count": len(rgba), "type": "VEC4"},
-        ],
-    }
-    json_chunk = json.dumps(gltf, separators=(",", ":")).encode()
-    json_chunk += b" " * (-len(json_chunk) % 4)
-    bin_chunk = pos_bytes + col_bytes
-    bin_chunk += b"\0" * (-len(bin_chunk) % 4)
-    total = 12 + 8 + len(json_chunk) + 8 + len(bin_chunk)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<III", 0x46546C67, 2, total))
-            f.write(struct.pack("<II", len(json_chunk), 0x4E4F534A) + json_chunk)
-            f.write(struct.pack("<II", len(bin_chunk), 0x004E4942) + bin_chunk)

@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
+from .geometry import focal_from_fov, invert_rigid
 from .types import CameraPath, PointCloud
 
 # Points with a footprint above this many pixels per side crack (a zoom beyond ~x12 into the source).
@@ -38,7 +39,7 @@ CPU_WORKERS = 2
 def new_intrinsics(source: torch.Tensor, fov_deg: torch.Tensor, width: int) -> torch.Tensor:
     """The new cameras' intrinsics ``(N, 3, 3)``: the source's, with the focal length of ``fov_deg``
     (horizontal, degrees) where it is not NaN; the principal point is kept."""
-    focal = width / (2.0 * torch.tan(torch.deg2rad(fov_deg.to(source)) / 2.0))
+    focal = focal_from_fov(fov_deg.to(source), width)
     keep = torch.isnan(focal)
     k = source.clone()
     k[:, 0, 0] = torch.where(keep, source[:, 0, 0], focal)
@@ -46,22 +47,12 @@ def new_intrinsics(source: torch.Tensor, fov_deg: torch.Tensor, width: int) -> t
     return k
 
 
-def invert_rigid(pose: torch.Tensor) -> torch.Tensor:
-    """Inverse of rigid transforms ``(N, 4, 4)`` without a general matrix inverse."""
-    r, t = pose[:, :3, :3], pose[:, :3, 3:]
-    inv = torch.zeros_like(pose)
-    inv[:, :3, :3] = r.transpose(1, 2)
-    inv[:, :3, 3:] = -r.transpose(1, 2) @ t
-    inv[:, 3, 3] = 1.0
-    return inv
-
-
 def reproject(depth: torch.Tensor, intrinsics: torch.Tensor, k_new: torch.Tensor, to_new: torch.Tensor):
     """Where each source pixel lands in its new view: ``u, v`` (pixels), depth ``z`` and whether it exists
     there (depth > 0 and in front of the camera), each ``(B, H, W)``; points that do not exist get ``z = 1``
     so that all values stay finite.
 
-    The same maths as ``recapture.pointcloud.unproject``, the rigid transform and kornia's pinhole
+    The same maths as ``recapture.geometry.unproject``, the rigid transform and kornia's pinhole
     projection (a test holds them equal), arranged for speed: the point of pixel ``(col, row)`` at
     z-depth ``d`` is ``d (R[:, 0] x + R[:, 1] y + R[:, 2]) + t`` with ``x = (col - cx) / fx`` a function
     of the column only and ``y = (row - cy) / fy`` of the row only, so each coordinate is one broadcast

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .geometry import intrinsics_from_fov
+
 
 @dataclass(frozen=True)
 class Rect:
@@ -90,11 +92,6 @@ def render_scene(scene: list[Rect], camera_to_world: torch.Tensor, intrinsics: t
     return image, depth.float(), points
 
 
-def pinhole(fov_deg: float, height: int, width: int) -> torch.Tensor:
-    f = width / (2 * math.tan(math.radians(fov_deg) / 2))
-    return torch.tensor([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1.0]])
-
-
 @dataclass(frozen=True)
 class SyntheticClip:
     frames: torch.Tensor  # (N, H, W, 3)
@@ -106,7 +103,7 @@ class SyntheticClip:
 def source_clip(num_frames: int, height: int, width: int, fov_deg: float = 60.0,
                 motion: bool = True) -> SyntheticClip:
     """A static source camera at the world origin filming the scene; the card moves when ``motion``."""
-    k = pinhole(fov_deg, height, width)
+    k = intrinsics_from_fov(fov_deg, height, width)
     times = tuple(i / max(1, num_frames - 1) if motion else 0.0 for i in range(num_frames))
     frames, depths = [], []
     for t in times:

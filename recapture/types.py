@@ -11,9 +11,18 @@ Conventions used everywhere in the library:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
+
+# What a depth map holds: z-depth in scene units, relative inverse depth (bright = near), relative depth.
+DEPTH_KINDS = ("inverse", "relative", "metric")
+
+
+def _on(value, device):
+    """A copy of a frozen value with every tensor field on ``device``."""
+    return replace(value, **{f.name: getattr(value, f.name).to(device) for f in fields(value)
+                             if torch.is_tensor(getattr(value, f.name))})
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,15 @@ class PointCloud:
     def width(self) -> int:
         return int(self.depth.shape[2])
 
+    def fov_deg(self, frame: int = 0) -> float:
+        """Horizontal field of view of a frame's source camera, in degrees."""
+        from .geometry import fov_from_focal
+
+        return fov_from_focal(float(self.intrinsics[frame, 0, 0]), self.width)
+
+    def to(self, device) -> "PointCloud":
+        return _on(self, device)
+
 
 @dataclass(frozen=True)
 class CameraPath:
@@ -68,6 +86,9 @@ class CameraPath:
     def num_frames(self) -> int:
         return int(self.poses.shape[0])
 
+    def to(self, device) -> "CameraPath":
+        return _on(self, device)
+
 
 @dataclass(frozen=True)
 class DepthMaps:
@@ -75,8 +96,8 @@ class DepthMaps:
 
     Attributes:
         values: ``(N, H, W)`` float32 raw model output (not normalised).
-        kind: ``"metric"`` (z-depth in metres), ``"inverse"`` (relative inverse depth, larger =
-            nearer) or ``"relative"`` (relative depth, larger = farther).
+        kind: one of ``DEPTH_KINDS``: ``"metric"`` (z-depth in metres), ``"inverse"`` (relative inverse
+            depth, larger = nearer) or ``"relative"`` (relative depth, larger = farther).
     """
 
     values: torch.Tensor

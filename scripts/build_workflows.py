@@ -16,7 +16,7 @@ from pathlib import Path
 from comfy_harness import REPO, ComfyServer
 
 sys.path.insert(0, str(REPO))
-from recapture.sample import write_sample  # noqa: E402
+from recapture.demo_clip import write_demo_clip  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
@@ -262,7 +262,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = ComfyServer(base=Path(tmp))
         (Path(tmp) / "models" / "checkpoints").mkdir(parents=True)
-        files = write_sample(Path(tmp) / "input")
+        files = write_demo_clip(Path(tmp) / "input")
         sample = json.loads(files[-1].read_text())
         values = {"near": round(sample["near"], 4), "far": round(sample["far"], 4)}
         # the full workflow's model combo lists files by name: a placeholder of that name will do

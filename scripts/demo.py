@@ -16,7 +16,7 @@ from pathlib import Path
 from comfy_harness import DEV_HOME, REPO, ComfyError, ComfyServer, ui_to_api
 
 sys.path.insert(0, str(REPO))
-from recapture.sample import write_sample  # noqa: E402
+from recapture.demo_clip import write_demo_clip  # noqa: E402
 
 from build_workflows import SVD_FILE  # noqa: E402
 
@@ -34,7 +34,7 @@ def saved_files(server: ComfyServer, entry: dict) -> list[Path]:
 
 def main() -> int:
     base = DEV_HOME / "base"
-    write_sample(base / "input")
+    write_demo_clip(base / "input")
     print(f"sample written to {base / 'input'}", flush=True)
     full = (base / "models" / "checkpoints" / SVD_FILE).is_file()
     workflow = WORKFLOWS / ("recapture_full.json" if full else "recapture_anchor_only.json")

@@ -44,10 +44,10 @@ def tile_sheet(tiles: list[tuple[str, np.ndarray]], w: int = 512, h: int = 288) 
 def depth_picture(out: Path) -> None:
     import tempfile
 
-    from recapture.sample import DEPTH_FOLDER, VIDEO_NAME, write_sample
+    from recapture.demo_clip import DEPTH_FOLDER, VIDEO_NAME, write_demo_clip
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_sample(Path(tmp))
+        write_demo_clip(Path(tmp))
         frame = last_frame(Path(tmp) / VIDEO_NAME, 0)
         depth = np.array(Image.open(sorted((Path(tmp) / DEPTH_FOLDER).glob("*.png"))[0])).astype(np.float32)
     depth = (255 * (depth - depth.min()) / max(np.ptp(depth), 1.0)).astype(np.uint8)

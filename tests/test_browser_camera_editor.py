@@ -164,9 +164,9 @@ def test_two_trajectory_nodes_each_draw_their_own_path(canvas, artifacts):
 
 
 def test_running_the_anchor_workflow_shows_the_point_cloud_and_the_anchor_preview(canvas, comfy, artifacts):
-    from recapture.sample import write_sample
+    from recapture.demo_clip import write_demo_clip
 
-    write_sample(comfy.base / "input")
+    write_demo_clip(comfy.base / "input")
     workflow = json.loads((REPO / "workflows" / "recapture_anchor_only.json").read_text())
     canvas.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
     trajectory = canvas.evaluate("() => window.app.graph._nodes.find(n => n.type === '%s').id" % NODE)

@@ -89,12 +89,12 @@ def test_shipped_workflow_loads_and_matches_our_api_conversion(canvas, comfy, ar
     import json
 
     from comfy_harness import REPO, ui_to_api
-    from recapture.sample import write_sample
+    from recapture.demo_clip import write_demo_clip
 
     import torch
     from safetensors.torch import save_file
 
-    write_sample(comfy.base / "input")  # the combo values the workflows name
+    write_demo_clip(comfy.base / "input")  # the combo values the workflows name
     svd = comfy.base / "models" / "checkpoints" / "svd_xt.safetensors"
     if not svd.exists():
         save_file({"placeholder": torch.zeros(1)}, str(svd))

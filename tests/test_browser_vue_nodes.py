@@ -26,10 +26,10 @@ def vue_canvas(canvas):
 
 
 def test_editor_and_player_work_under_vue_nodes(vue_canvas, comfy, artifacts):
-    from recapture.sample import write_sample
+    from recapture.demo_clip import write_demo_clip
 
     page = vue_canvas
-    write_sample(comfy.base / "input")
+    write_demo_clip(comfy.base / "input")
     workflow = json.loads((REPO / "workflows" / "recapture_anchor_only.json").read_text())
     page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
     ids = page.evaluate("""() => Object.fromEntries(window.app.graph._nodes

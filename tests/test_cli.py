@@ -11,7 +11,7 @@ import torch
 
 from comfy_harness import REPO
 from recapture import camera
-from recapture.sample import write_sample
+from recapture.demo_clip import write_demo_clip
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -22,7 +22,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sample")
-    write_sample(folder, num_frames=4, width=128, height=64)
+    write_demo_clip(folder, num_frames=4, width=128, height=64)
     return folder
 
 

@@ -12,7 +12,7 @@ import torch
 
 from comfy_harness import execution_error
 from recapture import camera
-from recapture.sample import write_sample
+from recapture.demo_clip import write_demo_clip
 
 pytestmark = pytest.mark.comfy
 
@@ -58,7 +58,7 @@ def test_route_refuses_bad_values_with_a_json_message(comfy, body, words):
 
 @pytest.fixture(scope="module")
 def sample(comfy):
-    files = write_sample(comfy.base / "input")
+    files = write_demo_clip(comfy.base / "input")
     return json.loads(files[-1].read_text())
 
 

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from comfy_harness import REPO, ComfyError, ComfyServer, Events, execution_error, ui_to_api
-from recapture.sample import DEPTH_FOLDER, VIDEO_NAME, write_sample
+from recapture.demo_clip import DEPTH_FOLDER, VIDEO_NAME, write_demo_clip
 
 comfy = pytest.mark.comfy
 NEAR, FAR = 2.4024, 6.0  # the bundled sample's depth range (as in the shipped workflow)
@@ -179,7 +179,7 @@ def server(tmp_path_factory, artifacts, guard):
     base = tmp_path_factory.mktemp("robust-base")
     (base / "custom_nodes" / "recapture_test_nodes").mkdir(parents=True)
     (base / "custom_nodes" / "recapture_test_nodes" / "__init__.py").write_text(TEST_NODES)
-    write_sample(base / "input")
+    write_demo_clip(base / "input")
     save_tiny_svd_folder(base / "models" / "diffusers" / "tiny-svd")
     srv = ComfyServer(base=base, log_path=artifacts / "comfyui-robustness.log", env=guard_env(guard, True))
     srv.start()
@@ -379,7 +379,7 @@ def test_the_cli_runs_the_whole_method_with_no_socket(tmp_path):
     """`python -m recapture run` with every connect (loopback too) and name lookup refused."""
     from conftest import save_tiny_svd_folder
 
-    write_sample(tmp_path / "sample", num_frames=4, width=128, height=64)
+    write_demo_clip(tmp_path / "sample", num_frames=4, width=128, height=64)
     svd = save_tiny_svd_folder(tmp_path / "tiny-svd")
     guard = tmp_path / "guard"
     env = {**os.environ, **guard_env(guard, allow_loopback=False)}

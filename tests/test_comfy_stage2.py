@@ -11,14 +11,14 @@ import requests
 from comfy_harness import Events
 from conftest import save_tiny_svd_folder
 from recapture.lora import load_lora_file
-from recapture.sample import write_sample
+from recapture.demo_clip import write_demo_clip
 
 pytestmark = pytest.mark.comfy
 
 
 @pytest.fixture(scope="module")
 def tiny_svd(comfy):
-    write_sample(comfy.base / "input")
+    write_demo_clip(comfy.base / "input")
     save_tiny_svd_folder(comfy.base / "models" / "diffusers" / "tiny-svd")
     return "diffusers/tiny-svd"
 

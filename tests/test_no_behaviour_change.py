@@ -46,11 +46,11 @@ def lora_digests(path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    from recapture.sample import write_sample
+    from recapture.demo_clip import write_demo_clip
     from conftest import save_tiny_svd_folder
 
     folder = tmp_path_factory.mktemp("golden")
-    write_sample(folder / "clip", num_frames=4, width=128, height=64)
+    write_demo_clip(folder / "clip", num_frames=4, width=128, height=64)
     return folder / "clip", save_tiny_svd_folder(folder / "tiny-svd")
 
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from recapture import synthetic
-from recapture.pointcloud import (depth_to_metric, intrinsics_from_fov, make_point_cloud, point_cloud_preview_points,
-                                  remove_depth_edges, unproject, write_glb_points, write_ply)
+from recapture.geometry import intrinsics_from_fov, unproject
+from recapture.pointcloud import depth_to_metric, make_point_cloud, remove_depth_edges
+from recapture.pointcloud_files import point_cloud_preview_points, write_glb_points, write_ply
 
 
 def test_intrinsics_from_fov():

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from recapture import camera, render, synthetic
-from recapture.pointcloud import depth_edges, make_point_cloud, unproject
+from recapture.geometry import intrinsics_from_fov, unproject
+from recapture.pointcloud import depth_edges, make_point_cloud
 from recapture.render import render_anchor
 from recapture.types import CameraPath, PointCloud
 
@@ -99,7 +100,7 @@ def test_dolly_in_does_not_crack(scene_cloud):
 
 def test_near_points_win():
     h, w = 8, 8
-    k = synthetic.pinhole(60, h, w)[None]
+    k = intrinsics_from_fov(60, h, w)[None]
     colors = torch.zeros(1, h, w, 3)
     colors[..., 2] = 1.0  # far blue wall
     depth = torch.full((1, h, w), 4.0)
@@ -122,7 +123,7 @@ def test_invalid_points_leave_holes_and_holes_can_grow():
     h, w = 16, 16
     depth = torch.full((1, h, w), 2.0)
     depth[:, 6:10, 6:10] = 0.0  # no depth there
-    cloud = PointCloud(colors=torch.rand(1, h, w, 3), depth=depth, intrinsics=synthetic.pinhole(60, h, w)[None])
+    cloud = PointCloud(colors=torch.rand(1, h, w, 3), depth=depth, intrinsics=intrinsics_from_fov(60, h, w)[None])
     path = camera.preset_path("static", 1, 0.0)
     anchor, mask = render_anchor(cloud, path)
     assert mask[0, 6:10, 6:10].sum() == 0 and mask.sum() == h * w - 16

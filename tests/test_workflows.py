@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from comfy_harness import REPO, ui_to_api
-from recapture.sample import write_sample
+from recapture.demo_clip import write_demo_clip
 
 pytestmark = pytest.mark.comfy
 
@@ -20,7 +20,7 @@ WORKFLOWS = REPO / "workflows"
 
 @pytest.fixture(scope="module")
 def sample_in_input(comfy):
-    return write_sample(comfy.base / "input")
+    return write_demo_clip(comfy.base / "input")
 
 
 def saved_videos(comfy, entry: dict) -> dict[str, Path]:

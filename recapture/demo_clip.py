@@ -1,4 +1,4 @@
-"""The bundled sample: a synthetic clip with exact depth, written the way a user would bring one.
+"""The bundled demo clip: a synthetic clip with exact depth, written the way a user would bring one.
 
 The video goes to ``recapture_sample.mp4`` and its depth to ``recapture_sample_depth/`` as 16-bit PNG
 frames of relative inverse depth (bright = near), normalised over the clip so that the nearest point
@@ -32,7 +32,7 @@ def inverse_depth_16bit(depth: torch.Tensor) -> tuple[np.ndarray, float, float]:
     return (disparity.clamp(0, 1) * 65535.0 + 0.5).to(torch.int32).numpy().astype(np.uint16), near, far
 
 
-def write_sample(out: Path, num_frames: int = 14, width: int = 1024, height: int = 576) -> list[Path]:
+def write_demo_clip(out: Path, num_frames: int = 14, width: int = 1024, height: int = 576) -> list[Path]:
     """Writes the sample video, its depth frames and ``recapture_sample.json`` (near, far, fov) into ``out``."""
     clip = source_clip(num_frames, height, width, fov_deg=FOV_DEG)
     frames, depth = clip.frames, clip.depth
