@@ -26,11 +26,11 @@ run() {
 run bench/render.py "${render[@]}"
 run bench/train.py "${size[@]}" "${tiny[@]}" --steps 6
 run bench/train.py "${size[@]}" "${tiny[@]}" --steps 6 --keep-from-flops none  # recompute everything
-run bench/train.py "${size[@]}" "${tiny[@]}" --steps 6 --low-memory
+run bench/train.py "${size[@]}" "${tiny[@]}" --steps 6 --memory low
 [ -z "${DRY:-}" ] && run bench/train.py --device cuda --steps 6 --height 320 --width 576
-[ -z "${DRY:-}" ] && run bench/train.py --device cuda --steps 4 --no-checkpointing  # ~50 GiB: 80 GB cards only
+[ -z "${DRY:-}" ] && run bench/train.py --device cuda --steps 4 --memory fast  # ~50 GiB: 80 GB cards only
 run bench/sample.py "${size[@]}" "${tiny[@]}"
-run bench/sample.py "${size[@]}" "${tiny[@]}" --low-memory --decode-chunk 2
+run bench/sample.py "${size[@]}" "${tiny[@]}" --memory low --decode-chunk 2
 if [ -n "${DRY:-}" ]; then
   run bench/workflow.py --device cpu --tiny --frames 4 --height 64 --width 128 --train-steps 4 --sample-steps 4
 else

@@ -33,9 +33,12 @@ import recapture.memory  # noqa: E402
 import recapture.sampling  # noqa: E402
 import recapture.train  # noqa: E402
 from recapture.lora import adapter_state, inject_lora_adapters, remove_lora_adapters  # noqa: E402
-from recapture.sampling import SampleConfig, sample_video, sdedit  # noqa: E402
+from recapture.config import SampleConfig, TrainConfig  # noqa: E402
+from recapture.sampling import sample_video, sdedit  # noqa: E402
 from recapture.svd import svd_configs, svd_from_configs  # noqa: E402
-from recapture.train import TrainConfig, TrainedLoRA, train_recapture_lora  # noqa: E402
+from recapture.train import train_recapture_lora  # noqa: E402
+from recapture.types import TrainedLoRA  # noqa: E402
+from memory_options import add_memory_options, describe, memory_from_args  # noqa: E402
 
 GiB = 2**30
 
@@ -142,13 +145,11 @@ def give_storage(models) -> None:
 
 def train_config(args) -> TrainConfig:
     """Two steps (the first also encodes) with the command line's settings."""
-    return TrainConfig(steps=2, rank=args.rank, spatial_frames=args.spatial_frames,
-                       gradient_checkpointing=not args.no_checkpointing, offload_encoders=not args.keep_encoders,
-                       low_memory=args.low_memory, keep_outputs_from_flops=args.keep_from_flops)
+    return TrainConfig(steps=2, rank=args.rank, spatial_frames=args.spatial_frames, memory=memory_from_args(args))
 
 
 def sample_config(args) -> SampleConfig:
-    return SampleConfig(steps=2, decode_chunk_size=args.decode_chunk, low_memory=args.low_memory)
+    return SampleConfig(steps=2, decode_chunk_size=args.decode_chunk, memory=memory_from_args(args))
 
 
 def count_flops(args, dtype, anchor, mask, sample_frames: int) -> None:
@@ -180,14 +181,8 @@ def main() -> None:
     parser.add_argument("--spatial-frames", type=int, default=4, help="source frames per spatial LoRA step")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
-    parser.add_argument("--keep-encoders", action="store_true", help="CLIP and the VAE stay on the device")
-    parser.add_argument("--no-checkpointing", action="store_true")
-    parser.add_argument("--low-memory", action="store_true",
-                        help="training and sampling in their low_memory modes (TrainConfig / SampleConfig)")
     parser.add_argument("--decode-chunk", type=int, default=8, help="frames the VAE decodes at once")
-    parser.add_argument("--keep-from-flops", type=lambda v: None if v == "none" else int(v),
-                        default=recapture.memory.KEEP_OUTPUTS_FROM_FLOPS,
-                        help="training keeps outputs this costly to recompute, in FLOPs per element ('none': none)")
+    add_memory_options(parser)
     parser.add_argument("--skip", choices=["train", "sample"], default=None)
     parser.add_argument("--flops", action="store_true",
                         help="also count the FLOPs of one training step and one sampling step (a second pass)")
@@ -214,8 +209,7 @@ def main() -> None:
 
             train_recapture_lora(models, anchor, mask, anchor, train_config(args), on_step)
             print(f"training {args.frames}x{size} + {args.spatial_frames} spatial frames, rank {args.rank}, "
-                  f"checkpointing {not args.no_checkpointing}, encoders {'kept' if args.keep_encoders else 'parked'}, "
-                  f"low_memory {args.low_memory}: "
+                  f"{describe(args)}: "
                   f"encoding + first step {train_peak[0] / GiB:.2f} GiB, later steps {train_peak[1] / GiB:.2f} GiB")
         if args.skip != "sample":
             inject_lora_adapters(models.unet, rank=args.rank)
@@ -228,9 +222,9 @@ def main() -> None:
             frames = sample_video(models, lora, anchor[0], sample_frames, config)
             sample_peak = tracker.peak
             tracker.reset_peak()
-            sdedit(models, lora, frames, 0.3, config)
+            sdedit(models, lora, frames, config)
             print(f"sampling {sample_frames}x{size} with CFG, LoRAs merged, decode chunk {args.decode_chunk}, "
-                  f"low_memory {args.low_memory}: {sample_peak / GiB:.2f} GiB; SDEdit {tracker.peak / GiB:.2f} GiB")
+                  f"memory plan {args.memory}: {sample_peak / GiB:.2f} GiB; SDEdit {tracker.peak / GiB:.2f} GiB")
     if args.flops:
         count_flops(args, dtype, anchor, mask, sample_frames)
     print(f"estimate (fake tensors, flash attention, no allocator overhead or CUDA context), torch {torch.__version__}, "

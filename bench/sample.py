@@ -1,7 +1,7 @@
 """Times sampling and SDEdit: `python bench/sample.py [--device cuda] [--frames 25 --height 576 --width 1024 --steps 30]`.
 
-Full-size SVD-XT architecture with random weights and a LoRA pair of rank 16, once merged into the
-weights (the default) and once as adapter layers; --tiny on a CPU. Prints seconds for the sampling run and per step, peak GPU memory and
+Full-size SVD-XT architecture with random weights and a LoRA pair of rank 16 merged into the weights;
+--tiny on a CPU. Prints seconds for the sampling run and per step, peak GPU memory and
 an upper bound of the model FLOP utilisation (CFG doubles the batch).
 """
 
@@ -12,16 +12,17 @@ import datetime
 import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from recapture.config import SampleConfig  # noqa: E402
 from recapture.lora import adapter_state, inject_lora_adapters, remove_lora_adapters  # noqa: E402
-from recapture.sampling import SampleConfig, sample_video, sdedit  # noqa: E402
+from recapture.sampling import sample_video, sdedit  # noqa: E402
 from recapture.svd import build_svd, build_tiny_svd  # noqa: E402
-from recapture.train import TrainedLoRA  # noqa: E402
+from recapture.types import TrainedLoRA  # noqa: E402
+from memory_options import add_memory_options, memory_from_args  # noqa: E402
 
 
 def main() -> None:
@@ -33,8 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--sdedit-strength", type=float, default=0.3)
     parser.add_argument("--tiny", action="store_true", help="tiny random model (for a CPU)")
-    parser.add_argument("--low-memory", action="store_true",
-                        help="SampleConfig.low_memory: guidance branches in turn, UNet parked while the VAE works")
+    add_memory_options(parser)
     parser.add_argument("--decode-chunk", type=int, default=8, help="frames the VAE decodes at once")
     parser.add_argument("--peak-tflops", type=float, default=990.0)
     args = parser.parse_args()
@@ -48,7 +48,8 @@ def main() -> None:
                        spatial=adapter_state(models.unet, "spatial", 16.0), rank=16, alpha=16.0)
     remove_lora_adapters(models.unet)
     prompt = torch.rand(args.height, args.width, 3)
-    config = SampleConfig(steps=args.steps, low_memory=args.low_memory, decode_chunk_size=args.decode_chunk)
+    config = SampleConfig(steps=args.steps, refine_strength=args.sdedit_strength, decode_chunk_size=args.decode_chunk,
+                          memory=memory_from_args(args))
 
     def timed(fn):
         stamps = []
@@ -69,26 +70,21 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     timed(lambda cb: sample_video(models, lora, prompt, args.frames, SampleConfig(steps=2)))  # warm-up
-    step_seconds = {}
-    for merge in (True, False):
-        config = replace(config, merge_lora=merge)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()  # each way's own peak
-        frames, total, per_step = timed(lambda cb: sample_video(models, lora, prompt, args.frames, config, cb))
-        _, sd_total, _ = timed(lambda cb: sdedit(models, lora, frames, args.sdedit_strength, config, cb))
-        step_seconds[merge] = per_step
-        peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-        print(f"LoRAs {'merged' if merge else 'as adapter layers'}: sample {args.frames}x{args.height}x{args.width}, "
-              f"{args.steps} steps with CFG: {total:.2f} s total ({per_step:.3f} s per step, VAE decode and encode "
-              f"included in the total); SDEdit strength {args.sdedit_strength}: {sd_total:.2f} s; peak GPU memory "
-              f"{peak:.2f} GiB")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    frames, total, per_step = timed(lambda cb: sample_video(models, lora, prompt, args.frames, config, cb))
+    _, sd_total, _ = timed(lambda cb: sdedit(models, lora, frames, config, cb))
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    print(f"sample {args.frames}x{args.height}x{args.width}, {args.steps} steps with CFG, memory plan {args.memory}: "
+          f"{total:.2f} s total ({per_step:.3f} s per step, VAE decode and encode included in the total); SDEdit "
+          f"strength {args.sdedit_strength}: {sd_total:.2f} s; peak GPU memory {peak:.2f} GiB")
     if device.type == "cuda":
         from torch.utils.flop_counter import FlopCounterMode
 
         with FlopCounterMode(display=False) as counter:
             sample_video(models, lora, prompt, args.frames, SampleConfig(steps=1))
         print(f"~{counter.get_total_flops() / 1e12:.1f} TFLOP per step (upper bound) -> MFU <= "
-              f"{counter.get_total_flops() / step_seconds[True] / 1e12 / args.peak_tflops:.1%} (merged)")
+              f"{counter.get_total_flops() / per_step / 1e12 / args.peak_tflops:.1%}")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device {device} ({name}), model {models.name}, torch {torch.__version__}, {datetime.date.today().isoformat()}")
 

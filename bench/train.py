@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from recapture.memory import KEEP_OUTPUTS_FROM_FLOPS  # noqa: E402
 from recapture.svd import build_svd, build_tiny_svd  # noqa: E402
-from recapture.train import TrainConfig, train_recapture_lora  # noqa: E402
+from recapture.config import TrainConfig  # noqa: E402
+from recapture.train import train_recapture_lora  # noqa: E402
+from memory_options import add_memory_options, describe, memory_from_args  # noqa: E402
 
 
 def tiny_models(device):
@@ -40,13 +41,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--spatial-frames", type=int, default=4)
     parser.add_argument("--tiny", action="store_true", help="tiny random model (for a CPU)")
-    parser.add_argument("--no-checkpointing", action="store_true")
-    parser.add_argument("--keep-encoders", action="store_true",
-                        help="leave CLIP and the VAE on the device while training (default: parked on the CPU)")
-    parser.add_argument("--low-memory", action="store_true", help="TrainConfig.low_memory (feed-forwards checkpointed too)")
-    parser.add_argument("--keep-from-flops", type=lambda v: None if v == "none" else int(v),
-                        default=KEEP_OUTPUTS_FROM_FLOPS,
-                        help="TrainConfig.keep_outputs_from_flops: keep outputs this costly to recompute ('none': none)")
+    add_memory_options(parser)
     parser.add_argument("--peak-tflops", type=float, default=990.0)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -54,9 +49,7 @@ def main() -> None:
     models = tiny_models(device) if args.tiny else build_svd(25, dtype, device)
     anchor = torch.rand(args.frames, args.height, args.width, 3)
     mask = torch.ones(args.frames, args.height, args.width)
-    config = TrainConfig(steps=args.steps, spatial_frames=args.spatial_frames,
-                         gradient_checkpointing=not args.no_checkpointing, offload_encoders=not args.keep_encoders,
-                         low_memory=args.low_memory, keep_outputs_from_flops=args.keep_from_flops)
+    config = TrainConfig(steps=args.steps, spatial_frames=args.spatial_frames, memory=memory_from_args(args))
 
     stamps: list[float] = []
     # On a GPU one step (the third) also runs under torch's profiler: the share of the step that the
@@ -92,8 +85,7 @@ def main() -> None:
         flops = counter.get_total_flops()  # includes the one-off encoding: an upper bound per step
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     print(f"train step ({args.frames}x{args.height}x{args.width} temporal + {args.spatial_frames} spatial frames, "
-          f"checkpointing {not args.no_checkpointing}, low_memory {args.low_memory}, kept from "
-          f"{args.keep_from_flops} FLOPs): {seconds:.3f} s median, {args.steps} steps, "
+          f"{describe(args)}): {seconds:.3f} s median, {args.steps} steps, "
           f"peak GPU memory {peak:.2f} GiB")
     if flops:
         print(f"~{flops / 1e12:.1f} TFLOP per step (upper bound) -> MFU <= {flops / seconds / 1e12 / args.peak_tflops:.1%}")

@@ -21,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recapture import camera, synthetic  # noqa: E402
 from recapture.pointcloud import make_point_cloud  # noqa: E402
 from recapture.render import render_anchor  # noqa: E402
-from recapture.sampling import SampleConfig, sample_video, sdedit  # noqa: E402
+from recapture.config import SampleConfig, TrainConfig  # noqa: E402
+from recapture.sampling import sample_video, sdedit  # noqa: E402
 from recapture.svd import build_svd, build_tiny_svd  # noqa: E402
-from recapture.train import TrainConfig, train_recapture_lora  # noqa: E402
+from recapture.train import train_recapture_lora  # noqa: E402
 
 
 def main() -> None:
@@ -64,9 +65,9 @@ def main() -> None:
     anchor, mask, source = anchor.cpu(), mask.cpu(), clip.frames
     lora = stage("training", lambda: train_recapture_lora(models, anchor, mask, source,
                                                            TrainConfig(steps=args.train_steps)))
-    config = SampleConfig(steps=args.sample_steps)
+    config = SampleConfig(steps=args.sample_steps, refine_strength=args.refine)
     frames = stage("sampling", lambda: sample_video(models, lora, anchor[0], args.frames, config))
-    stage("refining", lambda: sdedit(models, lora, frames, args.refine, config))
+    stage("refining", lambda: sdedit(models, lora, frames, config))
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     print(f"whole method, {args.frames}x{args.height}x{args.width}, {args.train_steps} training steps, "
           f"{args.sample_steps} sampling steps: {sum(seconds.values()):.1f} s; peak GPU memory {peak:.2f} GiB")

@@ -17,7 +17,8 @@ import comfy.utils
 import folder_paths
 
 __all__ = ["ComfyExtension", "InputImpl", "io", "ui", "Progress", "check_cancel", "input_files", "input_path",
-           "model_path", "output_file", "releasing_memory", "require_finite", "video_player", "writable_folder"]
+           "model_path", "output_file", "releasing_memory", "require_finite", "setting_input", "video_player",
+           "writable_folder"]
 
 
 def check_cancel() -> None:
@@ -71,11 +72,37 @@ def _show_text(text: str) -> None:
         logging.getLogger(__name__).debug("progress text not shown", exc_info=True)
 
 
+def setting_input(config: type, name: str, input_name: str | None = None, **options):
+    """A node input for a field of a ``recapture.config`` class: its default, range and tooltip come from
+    the field's ``Setting``; ``options`` are the input's own (optional, control_after_generate...)."""
+    from ..recapture.config import setting_of
+
+    s = setting_of(config, name)
+    common = {"default": s.default, "tooltip": s.help} | options
+    if s.choices:
+        return io.Combo.Input(input_name or name, options=list(s.choices), **common)
+    if isinstance(s.default, bool):
+        return io.Boolean.Input(input_name or name, **common)
+    ranged = {k: v for k, v in (("min", s.min), ("max", s.max), ("step", s.step)) if v is not None}
+    kind = io.Int if isinstance(s.default, int) else io.Float
+    return kind.Input(input_name or name, **ranged, **common)
+
+
 @contextlib.contextmanager
 def releasing_memory():
-    """On any error (out of memory, Cancel...) hands cached device memory back, so the server stays usable."""
+    """On any error (out of memory, Cancel...) hands cached device memory back, so the server stays usable;
+    running out of memory gets the ways out in the canvas' terms."""
+    from ..recapture.memory import OutOfMemory
+
     try:
         yield
+    except OutOfMemory as error:
+        comfy.model_management.soft_empty_cache()
+        chunk = "" if error.stage == "training" else " with decode_chunk_size 2"
+        raise error.with_advice(
+            f"Ways out: fewer frames, a lower resolution (e.g. {error.smaller_size()} in ReCapture Load Video), "
+            f"dtype bf16 or fp16 in ReCapture Load SVD, low_memory on{chunk}, or close other programs using the "
+            "GPU.") from error.__cause__
     except BaseException:
         comfy.model_management.soft_empty_cache()
         raise

@@ -1,4 +1,6 @@
-"""Stage 2a nodes: load Stable Video Diffusion, fine-tune the masked temporal + spatial LoRAs, load LoRAs."""
+"""Stage 2 nodes: load SVD, fine-tune the masked temporal and spatial LoRAs, load them, sample, refine.
+
+Inputs that are settings of the method are built from ``recapture.config`` (default, range, tooltip)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ import comfy.model_management
 import folder_paths
 import torch
 
-from ._api import Progress, io, model_path, releasing_memory, require_finite, ui, video_player, writable_folder
+from ..recapture.config import SampleConfig, TrainConfig, memory_from_switch
+from ..recapture.lora import DEFAULT_NAME as DEFAULT_LORA_NAME
+from ._api import (Progress, io, model_path, releasing_memory, require_finite, setting_input, ui, video_player,
+                   writable_folder)
 
 SVDType = io.Custom("RECAPTURE_SVD")
 LoRAType = io.Custom("RECAPTURE_LORA")
@@ -112,30 +117,21 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
                 io.Image.Input("anchor", tooltip="The anchor video from ReCapture Render Anchor."),
                 io.Mask.Input("mask", tooltip="Its validity mask (1 = valid), from ReCapture Render Anchor."),
                 io.Image.Input("source", tooltip="The source frames, at the anchor's size."),
-                io.Int.Input("steps", default=400, min=1, max=100_000, tooltip="Training steps (paper: 400)."),
+                setting_input(TrainConfig, "steps"),
                 io.Int.Input("frames", default=0, min=0, max=10_000,
                              tooltip="Train on the first N frames of the anchor and source (0 = all of them)."),
-                io.Float.Input("learning_rate", default=5e-4, min=1e-6, max=0.1, step=1e-5,
-                               tooltip="AdamW learning rate (paper: 5e-4)."),
-                io.Int.Input("rank", default=16, min=1, max=256, tooltip="LoRA rank (paper: 16)."),
-                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=True,
-                             tooltip="Seed of the LoRA initialisation, noise and sigma draws."),
-                io.Int.Input("conditioning_frame", default=0, min=0, max=10_000,
-                             tooltip="Frame used as the image prompt (0 = first, as the sampler uses)."),
-                io.Int.Input("fps", default=7, min=1, max=60, tooltip="SVD's fps conditioning (id = fps - 1)."),
-                io.Int.Input("motion_bucket_id", default=127, min=0, max=1023, tooltip="SVD's motion conditioning."),
-                io.Float.Input("noise_aug_strength", default=0.02, min=0.0, max=1.0, step=0.01,
-                               tooltip="Noise added to the image prompt, as at sampling time."),
-                io.Int.Input("mask_erosion", default=0, min=0, max=8,
-                             tooltip="Extra latent pixels (8 px each) ignored around holes."),
-                io.String.Input("lora_name", default="recapture",
+                setting_input(TrainConfig, "learning_rate"),
+                setting_input(TrainConfig, "rank"),
+                setting_input(TrainConfig, "seed", control_after_generate=True),
+                setting_input(TrainConfig, "conditioning_frame"),
+                setting_input(TrainConfig, "fps"),
+                setting_input(TrainConfig, "motion_bucket_id"),
+                setting_input(TrainConfig, "noise_aug_strength"),
+                setting_input(TrainConfig, "mask_erosion"),
+                io.String.Input("lora_name", default=DEFAULT_LORA_NAME,
                                 tooltip="File stem: models/loras/recapture/<name>_temporal / _spatial.safetensors "
                                         "(a number is added instead of overwriting)."),
-                io.Boolean.Input("low_memory", default=False, optional=True,
-                                 tooltip="For 10-12 GB GPUs: keeps nothing costly through the backward pass, "
-                                         "recomputes the feed-forwards in slices and encodes 2 frames at a time (14 "
-                                         "frames at 1024x576: about 8 GB instead of 12). Same "
-                                         "result; about a fifth more arithmetic per step."),
+                _low_memory_input(TrainConfig),
             ],
             outputs=[
                 LoRAType.Output("lora", display_name="lora", tooltip="Both trained LoRAs, for the sampler."),
@@ -148,8 +144,9 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
                 motion_bucket_id, noise_aug_strength, mask_erosion, lora_name, low_memory=False) -> io.NodeOutput:
         from PIL import Image
 
-        from ..recapture.lora import save_lora_file
-        from ..recapture.train import TrainConfig, loss_curve_image, train_recapture_lora
+        from ..recapture.lora import save_lora_pair
+        from ..recapture.loss_plot import loss_curve_image
+        from ..recapture.train import train_recapture_lora
 
         for name, value, maker in (("anchor", anchor, "Render Anchor"), ("mask", mask, "Render Anchor"),
                                    ("source", source, "Load Video")):
@@ -157,7 +154,8 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
         stem = _free_lora_name(lora_name)
         config = TrainConfig(rank=rank, learning_rate=learning_rate, steps=steps, seed=seed,
                              conditioning_frame=conditioning_frame, fps=fps, motion_bucket_id=motion_bucket_id,
-                             noise_aug_strength=noise_aug_strength, mask_erosion=mask_erosion, low_memory=low_memory)
+                             noise_aug_strength=noise_aug_strength, mask_erosion=mask_erosion,
+                             memory=memory_from_switch(low_memory))
         progress = Progress(steps)
         losses: list[tuple[float, float]] = []
 
@@ -174,10 +172,7 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
             mask = mask if mask.ndim == 3 else mask[None]
             lora = train_recapture_lora(svd, anchor[:count].clone(), mask[:count].clone(), source[:count].clone(),
                                         config, on_step=on_step)
-        folder = _lora_dir()
-        for adapter in ("temporal", "spatial"):
-            save_lora_file(os.path.join(folder, f"{stem}_{adapter}.safetensors"), getattr(lora, adapter), adapter,
-                           lora.rank, lora.alpha, settings=lora.config | {"model": svd.name})
+        save_lora_pair(_lora_dir(), stem, lora, {"model": svd.name})
         curve = loss_curve_image(lora.losses)[None]
         return io.NodeOutput(lora, curve, ui=ui.PreviewImage(curve, cls=cls))
 
@@ -207,34 +202,20 @@ class ReCaptureLoadLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, temporal: str, spatial: str) -> io.NodeOutput:
-        from ..recapture.lora import load_lora_file
-        from ..recapture.train import lora_from_files
+        from ..recapture.lora import load_lora_pair
 
-        t_state, t_meta = load_lora_file(folder_paths.get_full_path_or_raise("loras", temporal))
-        s_state, s_meta = load_lora_file(folder_paths.get_full_path_or_raise("loras", spatial))
-        for name, meta, wanted in ((temporal, t_meta, "temporal"), (spatial, s_meta, "spatial")):
-            if meta.get("recapture.adapter", wanted) != wanted:
-                raise ValueError(f"{name} is a {meta['recapture.adapter']} LoRA, not a {wanted} one: swap the inputs")
-        return io.NodeOutput(lora_from_files(t_state, s_state))
+        return io.NodeOutput(load_lora_pair(folder_paths.get_full_path_or_raise("loras", temporal),
+                                            folder_paths.get_full_path_or_raise("loras", spatial)))
 
 
 PROMPT_FRAMES = ("first anchor frame", "first source frame")
 
 
-def _sample_inputs() -> list:
-    return [
-        io.Int.Input("steps", default=25, min=1, max=500, tooltip="Sampling steps (svd 25, svd_xt 30)."),
-        io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=True, tooltip="Noise seed."),
-    ]
+def _low_memory_input(config: type):
+    """The low_memory switch of training, sampling and refining: the config's "low" memory plan."""
+    from ..recapture.config import setting_of
 
-
-def _sampling_low_memory_input():
-    """The sampler's and the refiner's low_memory switch (SampleConfig.low_memory)."""
-    return io.Boolean.Input("low_memory", default=False, optional=True,
-                            tooltip="For GPUs with 8-12 GB: the two guidance branches run one after the other, the "
-                                    "feed-forwards over slices of the frames, and the UNet leaves the GPU while the VAE "
-                                    "works (with decode_chunk_size 2, 25 frames at "
-                                    "1024x576 need about 5.5 GB instead of 12.5). A little slower.")
+    return io.Boolean.Input("low_memory", default=False, optional=True, tooltip=setting_of(config, "memory").help)
 
 
 class ReCaptureSVDDualLoRASample(io.ComfyNode):
@@ -255,22 +236,17 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
                 io.Combo.Input("image_prompt", options=list(PROMPT_FRAMES), default=PROMPT_FRAMES[0],
                                tooltip="The frame SVD starts from: the first anchor frame (the paper's choice) or "
                                        "the first source frame."),
-                *_sample_inputs(),
-                io.Float.Input("min_guidance", default=1.0, min=0.0, max=20.0, step=0.1,
-                               tooltip="Classifier-free guidance at the first frame; it rises linearly..."),
-                io.Float.Input("max_guidance", default=3.0, min=0.0, max=20.0, step=0.1,
-                               tooltip="...to this at the last frame (svd_xt: 3.0, svd: 2.5)."),
-                io.Int.Input("fps", default=7, min=1, max=60, tooltip="SVD's fps conditioning; use the training's."),
-                io.Int.Input("motion_bucket_id", default=127, min=0, max=1023, tooltip="SVD's motion conditioning."),
-                io.Float.Input("noise_aug_strength", default=0.02, min=0.0, max=1.0, step=0.01,
-                               tooltip="Noise added to the image prompt."),
-                io.Float.Input("temporal_strength", default=1.0, min=0.0, max=2.0, step=0.05,
-                               tooltip="Strength of the temporal (camera motion) LoRA."),
-                io.Float.Input("spatial_strength", default=1.0, min=0.0, max=2.0, step=0.05,
-                               tooltip="Strength of the spatial (appearance) LoRA."),
-                io.Int.Input("decode_chunk_size", default=8, min=1, max=64,
-                             tooltip="Frames decoded at once by the VAE; lower it if memory runs out."),
-                _sampling_low_memory_input(),
+                setting_input(SampleConfig, "steps"),
+                setting_input(SampleConfig, "seed", control_after_generate=True),
+                setting_input(SampleConfig, "min_guidance"),
+                setting_input(SampleConfig, "max_guidance"),
+                setting_input(SampleConfig, "fps"),
+                setting_input(SampleConfig, "motion_bucket_id"),
+                setting_input(SampleConfig, "noise_aug_strength"),
+                setting_input(SampleConfig, "temporal_strength"),
+                setting_input(SampleConfig, "spatial_strength"),
+                setting_input(SampleConfig, "decode_chunk_size"),
+                _low_memory_input(SampleConfig),
                 io.Image.Input("source", optional=True, tooltip="The source frames, for image_prompt = first source frame."),
             ],
             outputs=[io.Image.Output("frames", display_name="frames", tooltip="The sampled video frames.")],
@@ -280,7 +256,7 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
     def execute(cls, svd, lora, anchor, image_prompt, steps, seed, min_guidance, max_guidance, fps,
                 motion_bucket_id, noise_aug_strength, temporal_strength, spatial_strength, decode_chunk_size,
                 low_memory=False, source=None) -> io.NodeOutput:
-        from ..recapture.sampling import SampleConfig, sample_video
+        from ..recapture.sampling import sample_video
 
         if image_prompt == PROMPT_FRAMES[1] and source is None:
             raise ValueError("image_prompt is the first source frame but no source is connected: connect the source "
@@ -292,7 +268,7 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
         config = SampleConfig(steps=steps, min_guidance=min_guidance, max_guidance=max_guidance, fps=fps,
                               motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength, seed=seed,
                               temporal_strength=temporal_strength, spatial_strength=spatial_strength,
-                              decode_chunk_size=decode_chunk_size, low_memory=low_memory)
+                              decode_chunk_size=decode_chunk_size, memory=memory_from_switch(low_memory))
         progress = Progress(steps)
         with torch.inference_mode(False), releasing_memory():
             frames = sample_video(svd, lora, prompt.clone(), anchor.shape[0], config, lambda _: progress.advance())
@@ -312,23 +288,24 @@ class ReCaptureSDEditRefine(io.ComfyNode):
                 SVDType.Input("svd", tooltip="From ReCapture Load SVD."),
                 LoRAType.Input("lora", tooltip="The LoRA pair; only its spatial LoRA is used."),
                 io.Image.Input("frames", tooltip="Frames to refine (e.g. from the dual-LoRA sampler)."),
-                io.Float.Input("strength", default=0.3, min=0.0, max=1.0, step=0.05,
-                               tooltip="How far to re-noise: 0 = unchanged, 1 = from pure noise."),
-                *_sample_inputs(),
-                io.Int.Input("decode_chunk_size", default=8, min=1, max=64, optional=True,
-                             tooltip="Frames the VAE encodes and decodes at once; lower it if memory runs out."),
-                _sampling_low_memory_input(),
+                setting_input(SampleConfig, "refine_strength", "strength"),
+                setting_input(SampleConfig, "steps"),
+                setting_input(SampleConfig, "seed", control_after_generate=True),
+                setting_input(SampleConfig, "decode_chunk_size", optional=True),
+                _low_memory_input(SampleConfig),
             ],
             outputs=[io.Image.Output("refined", display_name="refined", tooltip="The refined frames.")],
         )
 
     @classmethod
-    def execute(cls, svd, lora, frames, strength, steps, seed, decode_chunk_size=8, low_memory=False) -> io.NodeOutput:
-        from ..recapture.sampling import SampleConfig, sdedit
+    def execute(cls, svd, lora, frames, strength, steps, seed, decode_chunk_size=SampleConfig.decode_chunk_size,
+                low_memory=False) -> io.NodeOutput:
+        from ..recapture.sampling import sdedit
 
         require_finite("frames", frames, "connect the frames straight from ReCapture SVD Dual-LoRA Sample")
-        config = SampleConfig(steps=steps, seed=seed, decode_chunk_size=decode_chunk_size, low_memory=low_memory)
+        config = SampleConfig(steps=steps, seed=seed, refine_strength=strength, decode_chunk_size=decode_chunk_size,
+                              memory=memory_from_switch(low_memory))
         progress = Progress(max(1, round(steps * strength)))
         with torch.inference_mode(False), releasing_memory():
-            refined = sdedit(svd, lora, frames.clone(), strength, config, lambda _: progress.advance())
+            refined = sdedit(svd, lora, frames.clone(), config, lambda _: progress.advance())
         return io.NodeOutput(refined, ui=video_player(cls, refined))

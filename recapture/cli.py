@@ -1,4 +1,7 @@
-"""Command line: ``python -m recapture anchor|sample ...`` (the same library code as the nodes)."""
+"""Command line: ``python -m recapture anchor|train|sample|run ...`` (the same library code as the nodes).
+
+Stage 2's options are built from the settings in ``recapture.config`` (default, range, help), as the
+nodes' inputs are."""
 
 from __future__ import annotations
 
@@ -10,9 +13,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import SampleConfig, TrainConfig, memory_from_switch, setting_of
 from .files import atomic_path
+from .lora import DEFAULT_NAME as DEFAULT_LORA_NAME
 from .memory import OutOfMemory
 from .types import DEPTH_KINDS
+
+# The config fields the command line offers, with their flags: training's, sampling's, and those the
+# two share (one value serves both, as SVD's conditioning must be the same in training and sampling).
+TRAIN_FLAGS = {"steps": "--steps", "learning_rate": "--lr", "rank": "--rank"}
+SAMPLE_FLAGS = {"steps": "--sample-steps", "min_guidance": "--min-guidance", "max_guidance": "--max-guidance",
+                "refine_strength": "--refine", "decode_chunk_size": "--decode-chunk-size"}
+SHARED_FLAGS = {"seed": "--seed", "fps": "--svd-fps", "motion_bucket_id": "--motion-bucket-id",
+                "noise_aug_strength": "--noise-aug-strength"}
+
 
 def _device(name: str) -> torch.device:
     if name != "auto":
@@ -110,39 +124,39 @@ def _progress(total: int, label: str):
     return step, bar.close
 
 
-def _train(args, models, anchor, mask, source) -> "object":
-    from .lora import save_lora_file
-    from .train import TrainConfig, train_recapture_lora
+def config_from_args(config: type, flags: dict[str, str], args: argparse.Namespace):
+    """A ``TrainConfig`` / ``SampleConfig`` from the parsed options named in ``flags`` (and the shared
+    ones); the rest keep their defaults."""
+    values = {name: getattr(args, _dest(flag)) for name, flag in (flags | SHARED_FLAGS).items()}
+    return config(**values, memory=memory_from_switch(args.low_memory))
 
-    config = TrainConfig(rank=args.rank, learning_rate=args.lr, steps=args.steps, seed=args.seed, fps=args.svd_fps,
-                         motion_bucket_id=args.motion_bucket_id, noise_aug_strength=args.noise_aug_strength,
-                         low_memory=args.low_memory)
-    step, close = _progress(args.steps, "train")
+
+def _train(args, models, anchor, mask, source):
+    from .lora import save_lora_pair
+    from .train import train_recapture_lora
+
+    config = config_from_args(TrainConfig, TRAIN_FLAGS, args)
+    step, close = _progress(config.steps, "train")
     try:
         lora = train_recapture_lora(models, anchor, mask, source, config, on_step=step)
     finally:
         close()
-    for adapter in ("temporal", "spatial"):
-        save_lora_file(Path(args.out) / f"{args.lora_name}_{adapter}.safetensors", getattr(lora, adapter), adapter,
-                       lora.rank, lora.alpha, settings=lora.config)
+    save_lora_pair(args.out, args.lora_name, lora)
     return lora
 
 
 def _sample(args, models, lora, anchor, fps: float) -> None:
-    from .sampling import SampleConfig, sample_video, sdedit
+    from .sampling import sample_video, sdedit
     from .video import write_video
 
-    config = SampleConfig(steps=args.sample_steps, min_guidance=args.min_guidance, max_guidance=args.max_guidance,
-                          fps=args.svd_fps, motion_bucket_id=args.motion_bucket_id,
-                          noise_aug_strength=args.noise_aug_strength, seed=args.seed,
-                          decode_chunk_size=args.decode_chunk_size, low_memory=args.low_memory)
-    step, close = _progress(args.sample_steps, "sample")
+    config = config_from_args(SampleConfig, SAMPLE_FLAGS, args)
+    step, close = _progress(config.steps, "sample")
     try:
         frames = sample_video(models, lora, anchor[0], len(anchor), config, on_step=step)
     finally:
         close()
-    if args.refine > 0:
-        frames = sdedit(models, lora, frames, args.refine, config)
+    if config.refine_strength > 0:
+        frames = sdedit(models, lora, frames, config)
     write_video(Path(args.out) / "recaptured.mp4", frames, fps)
 
 
@@ -171,11 +185,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from .lora import load_lora_file
-    from .train import lora_from_files
+    from .lora import load_lora_pair
 
     anchor, _ = _load_anchor(args.anchor)
-    lora = lora_from_files(load_lora_file(args.lora_temporal)[0], load_lora_file(args.lora_spatial)[0])
+    lora = load_lora_pair(args.lora_temporal, args.lora_spatial)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     _sample(args, _load_models(args), lora, anchor, args.fps)
 
@@ -288,42 +301,67 @@ def _device_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, mps")
 
 
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _number(kind: type, low, high):
+    """An argparse type: a number of ``kind`` within ``[low, high]`` (the setting's range)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is outside {low:g}..{high:g}")
+        return value
+    return parse
+
+
+def _setting_option(p: argparse.ArgumentParser, config: type, name: str, flag: str, help: str | None = None) -> None:
+    """An option for a config field: its default, range and help from ``recapture.config``."""
+    s = setting_of(config, name)
+    p.add_argument(flag, type=_number(type(s.default), s.min, s.max), default=s.default,
+                   help=f"{help or s.help} (default {s.default})")
+
+
 def _svd_options(p: argparse.ArgumentParser) -> None:
     _device_option(p)
     p.add_argument("--svd", required=True,
                    help="SVD checkpoint: svd_xt.safetensors / svd.safetensors or a diffusers-format folder")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--svd-fps", type=int, default=7, help="SVD's fps conditioning (use the same for train and sample)")
-    p.add_argument("--motion-bucket-id", type=int, default=127, help="SVD's motion conditioning")
-    p.add_argument("--noise-aug-strength", type=float, default=0.02, help="noise added to the image prompt")
+    for name, flag in SHARED_FLAGS.items():
+        _setting_option(p, TrainConfig, name, flag, "Random seed (LoRA initialisation, noise)." if name == "seed" else None)
     p.add_argument("--low-memory", action="store_true",
-                   help="for 10-12 GB GPUs, a little slower: training also checkpoints the feed-forwards in slices "
-                        "and encodes 2 frames at a time (14 frames at 1024x576: about 8 GB instead of 12); sampling runs the "
-                        "guidance branches in turn and parks the UNet while the VAE works (with --decode-chunk-size 2, "
-                        "25 frames at 1024x576: about 5.5 GB instead of 12.5)")
+                   help=f"Training: {setting_of(TrainConfig, 'memory').help} Sampling: "
+                        f"{setting_of(SampleConfig, 'memory').help}")
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=400, help="training steps (paper: 400)")
-    p.add_argument("--lr", type=float, default=5e-4, help="learning rate (paper: 5e-4)")
-    p.add_argument("--rank", type=int, default=16, help="LoRA rank (paper: 16)")
-    p.add_argument("--lora-name", default="recapture", help="file stem of the two LoRA files")
+    for name, flag in TRAIN_FLAGS.items():
+        _setting_option(p, TrainConfig, name, flag)
+    p.add_argument("--lora-name", default=DEFAULT_LORA_NAME, help="file stem of the two LoRA files")
 
 
 def _sample_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sample-steps", type=int, default=25, help="sampling steps")
-    p.add_argument("--min-guidance", type=float, default=1.0, help="CFG at the first frame")
-    p.add_argument("--max-guidance", type=float, default=3.0, help="CFG at the last frame")
-    p.add_argument("--refine", type=float, default=0.3, help="SDEdit strength with the spatial LoRA (0: none)")
-    p.add_argument("--decode-chunk-size", type=int, default=8,
-                   help="frames the VAE decodes at once (SDEdit: also encodes); lower it if memory runs out")
+    for name, flag in SAMPLE_FLAGS.items():
+        _setting_option(p, SampleConfig, name, flag, "SDEdit strength with the spatial LoRA (0: no refinement)."
+                        if name == "refine_strength" else None)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, OSError, OutOfMemory) as e:  # our errors' messages name the fix
+    except OutOfMemory as e:
+        print(f"error: {e.with_advice(_ways_out(e))}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as e:  # our errors' messages name the fix
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _ways_out(error: OutOfMemory) -> str:
+    chunk = "" if error.stage == "training" else " with --decode-chunk-size 2"
+    return (f"Ways out: fewer frames (--frames), a lower resolution (e.g. --size {error.smaller_size()}), "
+            f"--low-memory{chunk}, or close other programs using the GPU.")

@@ -28,9 +28,11 @@ import torch
 import torch.nn.functional as F
 
 from .files import atomic_path
-from .svd import unet_diffusers_to_sgm, unet_layout
+from .svd import unet_diffusers_to_sgm_module_path, unet_layout
+from .types import TrainedLoRA
 
 FORMAT = "recapture-lora-1"
+DEFAULT_NAME = "recapture"  # file stem: <name>_temporal.safetensors, <name>_spatial.safetensors
 
 ADAPTERS = ("temporal", "spatial")
 # peft matches string targets with re.fullmatch against module names.
@@ -67,9 +69,8 @@ def inject_lora_adapters(unet: torch.nn.Module, rank: int = 16, alpha: float | N
         param.requires_grad_(False)
         if ".lora_" in name:
             param.data = param.data.float()
-    # The LoRA weights stay float32 (the optimizer updates them), but on a bf16 base they are applied in
-    # bf16: peft would otherwise cast each input to float32, and those copies, kept for the backward
-    # pass, were ~0.9 GiB of a training step at 14x576x1024 (bench/memory.py).
+    # The LoRA weights stay float32 (the optimizer updates them) but are applied in a bf16 base's dtype:
+    # peft would keep a float32 copy of every LoRA input for the backward pass.
     for layer in lora_layers(unet):
         layer.cast_input_dtype_enabled = False
         for linear in [*layer.lora_A.values(), *layer.lora_B.values()]:
@@ -142,8 +143,9 @@ def image_only_mode(unet: torch.nn.Module) -> Iterator[None]:
 
 
 # --- Adapter weights in ComfyUI's key format ----------------------------------------------------------
-def _sgm_prefix(module_name: str, layout: dict) -> str:
-    return "diffusion_model." + unet_diffusers_to_sgm(module_name + ".weight", **layout)[: -len(".weight")]
+def _comfy_prefix(module_name: str, layout: dict) -> str:
+    """A diffusers layer path -> the prefix of its keys in ComfyUI's LoRA format."""
+    return "diffusion_model." + unet_diffusers_to_sgm_module_path(module_name, **layout)
 
 
 def adapter_state(unet: torch.nn.Module, adapter: str, alpha: float) -> dict[str, torch.Tensor]:
@@ -152,7 +154,7 @@ def adapter_state(unet: torch.nn.Module, adapter: str, alpha: float) -> dict[str
     state = {}
     for name, layer in unet.named_modules():
         if hasattr(layer, "lora_A") and adapter in layer.lora_A:
-            prefix = _sgm_prefix(name, layout)
+            prefix = _comfy_prefix(name, layout)
             state[f"{prefix}.lora_A.weight"] = layer.lora_A[adapter].weight.detach().float().cpu().clone()
             state[f"{prefix}.lora_B.weight"] = layer.lora_B[adapter].weight.detach().float().cpu().clone()
             state[f"{prefix}.alpha"] = torch.tensor(float(alpha))
@@ -165,7 +167,7 @@ def load_adapter_state(unet: torch.nn.Module, adapter: str, state: dict[str, tor
     used = set()
     for name, layer in unet.named_modules():
         if hasattr(layer, "lora_A") and adapter in layer.lora_A:
-            prefix = _sgm_prefix(name, layout)
+            prefix = _comfy_prefix(name, layout)
             for kind in ("A", "B"):
                 key = f"{prefix}.lora_{kind}.weight"
                 if key not in state:
@@ -205,7 +207,7 @@ def merged_lora(unet: torch.nn.Module, states: dict[str, dict[str, torch.Tensor]
                 for adapter, state in states.items():
                     if not re.fullmatch(TARGETS[adapter], name):
                         continue
-                    prefix = _sgm_prefix(name, layout)
+                    prefix = _comfy_prefix(name, layout)
                     keys = [f"{prefix}.lora_A.weight", f"{prefix}.lora_B.weight", f"{prefix}.alpha"]
                     if keys[0] not in state or keys[1] not in state:
                         raise ValueError(f"the {adapter} LoRA has no weights for {prefix!r}: it was made for "
@@ -267,5 +269,59 @@ def load_lora_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
                and ".transformer_blocks." not in k]
     if foreign:
         raise ValueError(f"{path.name} is not a LoRA for Stable Video Diffusion (e.g. key {foreign[0]!r}); use one "
-                         "made by ReCapture Train Masked LoRA")
+                         "made by ReCapture's training")
     return state, metadata
+
+
+def apply_lora(unet: torch.nn.Module, lora: TrainedLoRA, temporal: float = 1.0, spatial: float = 1.0) -> None:
+    """Injects trained adapters into a UNet as adapter layers with the given strengths (sampling merges
+    them instead, see ``merged_lora``); ``remove_lora_adapters`` takes them out again."""
+    inject_lora_adapters(unet, lora.rank, lora.alpha)
+    try:
+        load_adapter_state(unet, "temporal", lora.temporal)
+        load_adapter_state(unet, "spatial", lora.spatial)
+    except ValueError:
+        remove_lora_adapters(unet)
+        raise
+    set_lora_strengths(unet, temporal, spatial)
+
+
+def lora_pair(temporal: dict[str, torch.Tensor], spatial: dict[str, torch.Tensor],
+              settings: dict | None = None) -> TrainedLoRA:
+    """A ``TrainedLoRA`` from two adapters' weights (rank from the weights, alpha from ``.alpha``) and
+    the training settings stored with them."""
+    rank_alpha = set()
+    for state in (temporal, spatial):
+        a_key = next((k for k in state if k.endswith(".lora_A.weight")), None)
+        if a_key is None:
+            raise ValueError("a LoRA file without lora_A weights")
+        alpha = state.get(a_key.replace(".lora_A.weight", ".alpha"))
+        rank = state[a_key].shape[0]
+        rank_alpha.add((rank, float(alpha) if alpha is not None else float(rank)))
+    if len(rank_alpha) != 1:
+        raise ValueError(f"the temporal and spatial LoRA differ in rank/alpha {sorted(rank_alpha)}: load a pair "
+                         "saved by the same training")
+    rank, alpha = rank_alpha.pop()
+    return TrainedLoRA(temporal=temporal, spatial=spatial, rank=rank, alpha=alpha, config=settings or {})
+
+
+def load_lora_pair(temporal_path: str | os.PathLike, spatial_path: str | os.PathLike) -> TrainedLoRA:
+    """The two files of one training -> a ``TrainedLoRA`` with the settings their metadata records."""
+    (t_state, t_meta), (s_state, s_meta) = load_lora_file(temporal_path), load_lora_file(spatial_path)
+    for path, meta, wanted in ((temporal_path, t_meta, "temporal"), (spatial_path, s_meta, "spatial")):
+        if meta.get("recapture.adapter", wanted) != wanted:
+            raise ValueError(f"{Path(path).name} is a {meta['recapture.adapter']} LoRA, not a {wanted} one: "
+                             "swap the two files")
+    try:
+        settings = json.loads(t_meta.get("recapture.settings", "{}"))
+    except json.JSONDecodeError:
+        settings = {}
+    return lora_pair(t_state, s_state, settings if isinstance(settings, dict) else {})
+
+
+def save_lora_pair(folder: str | os.PathLike, stem: str, lora: TrainedLoRA, settings: dict | None = None) -> list[Path]:
+    """Writes ``<stem>_temporal.safetensors`` and ``<stem>_spatial.safetensors`` into ``folder``, with the
+    training's settings (and ``settings``) in their metadata."""
+    return [save_lora_file(Path(folder) / f"{stem}_{adapter}.safetensors", getattr(lora, adapter), adapter,
+                           lora.rank, lora.alpha, settings=lora.config | (settings or {}))
+            for adapter in ADAPTERS]

@@ -32,7 +32,7 @@ MAX_FOOTPRINT = 16
 # The core's half-width relative to the point spacing: over 1/2 so neighbouring cores overlap even
 # where a surface seen at an angle spreads its points wider than the fronto-parallel estimate.
 CORE_MARGIN = 0.625
-# Chunks rendered at once on the CPU (see render_anchor): 25x576x1024 on 2 cores ~1.06 -> ~0.95 s.
+# Chunks rendered at once on the CPU, on threads: the scatters run on one core each (docs/benchmarks.md).
 CPU_WORKERS = 2
 
 
@@ -207,7 +207,7 @@ def render_anchor(cloud: PointCloud, path: CameraPath, *, dilate_holes: int = 0,
         dilate_holes: grow the holes by this many pixels (their anchor colour becomes 0).
         depth_tolerance: points within this relative depth of the nearest one at a pixel are blended.
         chunk_frames: frames rendered together (bounds memory); by default 1 on the CPU, where one
-            frame's arrays stay in cache (measured 2.3x faster than 4), and 8 on accelerators.
+            frame's arrays stay in cache (docs/benchmarks.md), and 8 on accelerators.
         on_frame: called with the number of frames finished after each chunk (progress and cancel).
 
     Returns:

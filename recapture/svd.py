@@ -550,12 +550,6 @@ def configs_from_checkpoint(shapes: Mapping[str, tuple[int, ...]], num_frames: i
     return {"unet": unet_config, "vae": vae_config, "image_encoder": clip_config}
 
 
-def architecture_from_checkpoint(parts: Mapping[str, Mapping[str, torch.Tensor]], num_frames: int) -> SVDModels:
-    """Empty (meta) SVD modules sized from a single file's tensors, grouped by SGM prefix."""
-    shapes = {prefix + k: tuple(v.shape) for prefix, part in parts.items() for k, v in part.items()}
-    return svd_from_configs(configs_from_checkpoint(shapes, num_frames), device="meta")
-
-
 # --- Loading ----------------------------------------------------------------------------------------
 def load_svd(path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu", *,
              configs: Mapping[str, Mapping] | None = None) -> SVDModels:

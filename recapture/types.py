@@ -11,9 +11,11 @@ Conventions used everywhere in the library:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
+
+from .config import Conditioning
 
 # What a depth map holds: z-depth in scene units, relative inverse depth (bright = near), relative depth.
 DEPTH_KINDS = ("inverse", "relative", "metric")
@@ -125,3 +127,29 @@ class SVDModels:
     scheduler: object
     num_frames: int
     name: str
+
+
+@dataclass
+class TrainedLoRA:
+    """ReCapture's two trained adapters, in memory as in their files.
+
+    Attributes:
+        temporal, spatial: each adapter's weights in core ComfyUI's LoRA keys (see ``recapture.lora``),
+            on the CPU.
+        rank, alpha: the adapters' rank and alpha (scale = alpha / rank).
+        config: the ``TrainConfig`` they were trained with, as a dict (also in the files' metadata).
+        losses: (temporal, spatial) loss per training step; empty for a pair loaded from files.
+    """
+
+    temporal: dict[str, torch.Tensor]
+    spatial: dict[str, torch.Tensor]
+    rank: int
+    alpha: float
+    config: dict = field(default_factory=dict)
+    losses: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def conditioning(self) -> Conditioning:
+        """SVD's conditioning the LoRAs were trained with (SVD's defaults where the file does not say)."""
+        known = {f.name for f in fields(Conditioning)}
+        return Conditioning(**{k: v for k, v in self.config.items() if k in known})

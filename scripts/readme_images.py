@@ -58,7 +58,9 @@ def loss_curve_picture(out: Path) -> None:
     import torch
 
     from recapture.svd import build_tiny_svd
-    from recapture.train import TrainConfig, loss_curve_image, train_recapture_lora
+    from recapture.config import TrainConfig
+    from recapture.loss_plot import loss_curve_image
+    from recapture.train import train_recapture_lora
 
     t = torch.linspace(0, 1, 8)[:, None, None, None]
     y, x = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")

@@ -46,11 +46,11 @@ def lora_digests(path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    from recapture.demo_clip import write_demo_clip
     from conftest import save_tiny_svd_folder
+    from recapture import demo_clip
 
     folder = tmp_path_factory.mktemp("golden")
-    write_demo_clip(folder / "clip", num_frames=4, width=128, height=64)
+    demo_clip.write_demo_clip(folder / "clip", num_frames=4, width=128, height=64)
     return folder / "clip", save_tiny_svd_folder(folder / "tiny-svd")
 
 
@@ -71,21 +71,19 @@ def run_method(clip: Path, svd: Path, out: Path, *extra: str) -> dict[str, objec
 
 def library_samples(svd: Path, run: Path) -> dict[str, str]:
     """The sampler and SDEdit called as a library, with the trained pair and non-default settings."""
-    from recapture.lora import load_lora_file
-    from recapture.train import lora_from_files
+    from recapture.lora import load_lora_pair
     from recapture.sampling import SampleConfig, sample_video, sdedit
     from recapture.svd import load_svd
 
     models = load_svd(svd, torch.float32, "cpu")
-    lora = lora_from_files(load_lora_file(run / "recapture_temporal.safetensors")[0],
-                           load_lora_file(run / "recapture_spatial.safetensors")[0])
+    lora = load_lora_pair(run / "recapture_temporal.safetensors", run / "recapture_spatial.safetensors")
     anchor = torch.from_numpy(np.load(run / "anchor.npz")["anchor"])
     config = SampleConfig(steps=3, min_guidance=1.5, max_guidance=2.5, seed=7, temporal_strength=0.8,
                           spatial_strength=1.2)
     sampled = sample_video(models, lora, anchor[0], len(anchor), config)
-    low = sample_video(models, lora, anchor[0], len(anchor), SampleConfig(steps=3, seed=7, low_memory=True,
+    low = sample_video(models, lora, anchor[0], len(anchor), SampleConfig(steps=3, seed=7, memory="low",
                                                                           decode_chunk_size=2))
-    refined = sdedit(models, lora, sampled, 0.6, SampleConfig(steps=4, seed=3))
+    refined = sdedit(models, lora, sampled, SampleConfig(steps=4, seed=3, refine_strength=0.6))
     return {"sampled": digest(sampled), "sampled_low_memory": digest(low), "refined": digest(refined)}
 
 

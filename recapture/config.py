@@ -1,0 +1,158 @@
+"""Every setting of Stage 2 in one place: its default, its range and one line of help.
+
+The nodes' inputs (``nodes/svd.py``) and the command line's options (``recapture/cli.py``) are built
+from these fields, so a default or a range is written once, here. Defaults follow the paper where it
+gives them (rank 16, learning rate 5e-4, 400 steps) and SVD's own pipeline otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+VAE_CHUNK = 8  # frames the VAE encodes or decodes at once by default
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a front end needs to offer one config field: its default, its range and a line of help."""
+
+    default: object
+    help: str
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] | None = None
+
+
+def setting(default, help: str, *, min=None, max=None, step=None, choices=None):
+    """A dataclass field that carries its ``Setting`` (read back with ``setting_of``)."""
+    return field(default=default, metadata={"setting": Setting(default, help, min, max, step, choices)})
+
+
+def setting_of(config: type, name: str) -> Setting:
+    """The ``Setting`` of field ``name`` of a config class."""
+    for f in fields(config):
+        if f.name == name and "setting" in f.metadata:
+            return f.metadata["setting"]
+    raise KeyError(f"{config.__name__} has no setting {name!r}")
+
+
+# --- Memory -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How a training or sampling run trades time for GPU memory. The results are the same under every
+    plan, up to rounding (``tests/test_memory.py``); the figures are in ``docs/benchmarks.md``.
+
+    Attributes:
+        checkpointing: training recomputes each residual and transformer block in the backward pass.
+        keep_outputs_from_flops: with checkpointing, outputs costing this many FLOPs per element or more
+            to recompute are kept anyway (None: all recomputed).
+        feed_forward_tokens: feed-forwards run over slices of this many tokens (checkpointed each in
+            training); None: whole.
+        offload_encoders: CLIP and the VAE wait on the CPU while the UNet works.
+        encode_chunk: frames the VAE encodes at once when training.
+        guidance_in_turn: sampling runs the two guidance branches one after the other.
+        park_unet: sampling keeps the UNet on the CPU while the VAE works.
+    """
+
+    checkpointing: bool
+    keep_outputs_from_flops: int | None
+    feed_forward_tokens: int | None
+    offload_encoders: bool
+    encode_chunk: int
+    guidance_in_turn: bool
+    park_unet: bool
+
+
+# "balanced" keeps attention over 2048+ keys and the widest products and convolutions: the cheapest
+# point in memory per FLOP saved (docs/benchmarks.md, "kept outputs").
+MEMORY_PLANS = {
+    "fast": MemoryPlan(checkpointing=False, keep_outputs_from_flops=None, feed_forward_tokens=None,
+                       offload_encoders=False, encode_chunk=VAE_CHUNK, guidance_in_turn=False, park_unet=False),
+    "balanced": MemoryPlan(checkpointing=True, keep_outputs_from_flops=8192, feed_forward_tokens=None,
+                           offload_encoders=True, encode_chunk=VAE_CHUNK, guidance_in_turn=False, park_unet=False),
+    "low": MemoryPlan(checkpointing=True, keep_outputs_from_flops=None, feed_forward_tokens=16384,
+                      offload_encoders=True, encode_chunk=2, guidance_in_turn=True, park_unet=True),
+}
+
+
+DEFAULT_MEMORY = "balanced"
+
+
+def memory_from_switch(low_memory: bool) -> str:
+    """The plan the front ends' one memory switch (``low_memory``, ``--low-memory``) picks."""
+    return "low" if low_memory else DEFAULT_MEMORY
+
+
+def memory_plan(memory: str | MemoryPlan) -> MemoryPlan:
+    """A plan by name (``fast``, ``balanced``, ``low``), or a custom plan as it is (benchmarks)."""
+    if isinstance(memory, MemoryPlan):
+        return memory
+    if memory not in MEMORY_PLANS:
+        raise ValueError(f"unknown memory plan {memory!r}: use one of {', '.join(MEMORY_PLANS)}")
+    return MEMORY_PLANS[memory]
+
+
+# --- Stage 2 ------------------------------------------------------------------------------------------
+@dataclass
+class Conditioning:
+    """SVD's micro-conditioning: the same values must be used to train and to sample, so a trained
+    LoRA carries them (``TrainedLoRA.conditioning``)."""
+
+    fps: int = setting(7, "SVD's fps conditioning (its id is fps - 1); sample with the training's.", min=1, max=60)
+    motion_bucket_id: int = setting(127, "SVD's motion conditioning; sample with the training's.", min=0, max=1023)
+    noise_aug_strength: float = setting(0.02, "Noise added to the image prompt, the same at training and sampling.",
+                                        min=0.0, max=1.0, step=0.01)
+
+    def time_ids(self) -> list[float]:
+        """SVD's ``added_time_ids``: fps - 1, motion bucket, noise augmentation."""
+        return [self.fps - 1, self.motion_bucket_id, self.noise_aug_strength]
+
+    def conditioning(self) -> Conditioning:
+        return Conditioning(self.fps, self.motion_bucket_id, self.noise_aug_strength)
+
+
+@dataclass
+class TrainConfig(Conditioning):
+    """One ReCapture fine-tuning run: the temporal LoRA on the anchor, the spatial LoRA on the source."""
+
+    steps: int = setting(400, "Training steps (paper: 400).", min=1, max=100_000)
+    learning_rate: float = setting(5e-4, "AdamW learning rate (paper: 5e-4).", min=1e-6, max=0.1, step=1e-5)
+    rank: int = setting(16, "LoRA rank (paper: 16).", min=1, max=256)
+    alpha: float | None = None  # None: equal to the rank (scale 1)
+    seed: int = setting(0, "Seed of the LoRA initialisation, noise and sigma draws.", min=0, max=2**31 - 1)
+    conditioning_frame: int = setting(0, "Frame used as the image prompt (0 = first, as the sampler uses).",
+                                      min=0, max=10_000)
+    mask_erosion: int = setting(0, "Extra latent pixels (8 px each) ignored around holes.", min=0, max=8)
+    p_mean: float = 0.7  # log-normal sigma sampling of SVD's fine-tuning
+    p_std: float = 1.6
+    conditioning_dropout: float = 0.1  # keeps classifier-free guidance working
+    spatial_frames: int = 4  # source frames per spatial step
+    memory: str | MemoryPlan = setting(
+        DEFAULT_MEMORY, "For GPUs with 8-12 GB (the low memory plan): recomputes every block in the backward pass (the feed-forwards in "
+        "slices) and encodes 2 frames at a time: 14 frames at 1024x576 need about 8 GB instead of 12. The same "
+        "LoRAs, about a fifth more arithmetic per step.", choices=tuple(MEMORY_PLANS))
+
+
+@dataclass
+class SampleConfig(Conditioning):
+    """Sampling with both LoRAs, and SDEdit refinement with the spatial LoRA."""
+
+    steps: int = setting(25, "Sampling steps (svd 25, svd_xt 30).", min=1, max=500)
+    seed: int = setting(0, "Noise seed.", min=0, max=2**31 - 1)
+    min_guidance: float = setting(1.0, "Classifier-free guidance at the first frame; it rises linearly...",
+                                  min=0.0, max=20.0, step=0.1)
+    max_guidance: float = setting(3.0, "...to this at the last frame (svd_xt: 3.0, svd: 2.5).", min=0.0, max=20.0,
+                                  step=0.1)
+    temporal_strength: float = setting(1.0, "Strength of the temporal (camera motion) LoRA.", min=0.0, max=2.0,
+                                       step=0.05)
+    spatial_strength: float = setting(1.0, "Strength of the spatial (appearance) LoRA.", min=0.0, max=2.0, step=0.05)
+    refine_strength: float = setting(0.3, "How far SDEdit re-noises the frames: 0 = unchanged, 1 = from pure noise.",
+                                     min=0.0, max=1.0, step=0.05)
+    decode_chunk_size: int = setting(VAE_CHUNK, "Frames the VAE decodes (SDEdit: also encodes) at once; lower it if "
+                                     "memory runs out (SVD's decoder mixes the frames of a chunk).", min=1, max=64)
+    memory: str | MemoryPlan = setting(
+        DEFAULT_MEMORY, "For GPUs with 8-12 GB (the low memory plan): the two guidance branches run one after the other, the "
+        "feed-forwards over slices of the frames, and the UNet leaves the GPU while the VAE works (with "
+        "decode_chunk_size 2, 25 frames at 1024x576 need about 5.5 GB instead of 12.5). The same frames, a "
+        "little slower.", choices=tuple(MEMORY_PLANS))
