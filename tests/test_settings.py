@@ -1,0 +1,91 @@
+"""One home per setting: the nodes' inputs and the command line's options take their defaults, ranges and
+help from ``recapture.config``; and the small public geometry functions' doctests hold."""
+
+from __future__ import annotations
+
+import doctest
+from dataclasses import fields
+
+import pytest
+
+from recapture import config, geometry
+from recapture.cli import SAMPLE_FLAGS, SHARED_FLAGS, TRAIN_FLAGS, build_parser
+from recapture.config import MEMORY_PLANS, SampleConfig, TrainConfig, memory_plan, setting_of
+
+# node -> {input: (config class, field)}: every node input that is a setting of the method
+NODE_SETTINGS = {
+    "ReCaptureTrainMaskedLoRA": {name: (TrainConfig, name) for name in (
+        "steps", "learning_rate", "rank", "seed", "conditioning_frame", "fps", "motion_bucket_id", "noise_aug_strength",
+        "mask_erosion")},
+    "ReCaptureSVDDualLoRASample": {name: (SampleConfig, name) for name in (
+        "steps", "seed", "min_guidance", "max_guidance", "fps", "motion_bucket_id", "noise_aug_strength",
+        "temporal_strength", "spatial_strength", "decode_chunk_size")},
+    "ReCaptureSDEditRefine": {"strength": (SampleConfig, "refine_strength"), "steps": (SampleConfig, "steps"),
+                              "seed": (SampleConfig, "seed"), "decode_chunk_size": (SampleConfig, "decode_chunk_size")},
+}
+
+
+def test_doctests_of_the_geometry_functions():
+    result = doctest.testmod(geometry, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 6 and result.failed == 0
+
+
+def test_training_and_sampling_share_svd_conditioning_defaults():
+    """One value of fps / motion bucket / noise augmentation must serve both (the CLI has one flag each)."""
+    for name in SHARED_FLAGS:
+        assert setting_of(TrainConfig, name).default == setting_of(SampleConfig, name).default, name
+        assert getattr(TrainConfig(), name) == getattr(SampleConfig(), name), name
+
+
+def test_every_setting_has_a_range_inside_which_its_default_lies():
+    for cls in (TrainConfig, SampleConfig):
+        for f in fields(cls):
+            if "setting" not in f.metadata:
+                continue
+            s = f.metadata["setting"]
+            assert s.help and s.default == f.default, f.name
+            if s.choices:
+                assert s.default in s.choices, f.name
+            else:
+                assert s.min <= s.default <= s.max, f.name
+    assert memory_plan(TrainConfig.memory) is MEMORY_PLANS["balanced"]
+    with pytest.raises(ValueError, match="unknown memory plan 'huge'"):
+        memory_plan("huge")
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "run"])
+def test_command_line_defaults_are_the_configs(command):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    options = {a.option_strings[0]: a for a in sub._actions if a.option_strings}
+    flags = {"train": [(TrainConfig, TRAIN_FLAGS)], "sample": [(SampleConfig, SAMPLE_FLAGS)],
+             "run": [(TrainConfig, TRAIN_FLAGS), (SampleConfig, SAMPLE_FLAGS)]}[command]
+    for cls, table in flags + [(TrainConfig, SHARED_FLAGS)]:
+        for name, flag in table.items():
+            assert options[flag].default == setting_of(cls, name).default, flag
+    assert "--low-memory" in options and options["--low-memory"].default is False
+
+
+def test_command_line_refuses_a_setting_outside_its_range(capsys):
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["sample", "--anchor", "a.npz", "--lora-temporal", "t", "--lora-spatial", "s",
+                                   "--svd", "m", "--out", "o", "--decode-chunk-size", "0"])
+    assert stop.value.code == 2
+    assert "--decode-chunk-size: 0 is outside 1..64" in capsys.readouterr().err
+
+
+@pytest.mark.comfy
+def test_node_inputs_are_the_configs(comfy):
+    info = comfy.object_info()
+    for node, inputs in NODE_SETTINGS.items():
+        spec = info[node]["input"]
+        every = spec.get("required", {}) | spec.get("optional", {})
+        for name, (cls, field_name) in inputs.items():
+            s = setting_of(cls, field_name)
+            options = every[name][1]
+            assert options["default"] == s.default, (node, name)
+            assert (options.get("min"), options.get("max")) == (s.min, s.max), (node, name)
+            assert options["tooltip"] == s.help, (node, name)
+        for name in ("low_memory",):
+            assert every[name][1]["default"] is False
+            assert every[name][1]["tooltip"] == setting_of(cls, "memory").help, node
