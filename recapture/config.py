@@ -1,7 +1,7 @@
-"""Every setting of Stage 2 in one place: its default, its range and one line of help.
+"""Every setting of the method in one place: its default, its range and one line of help.
 
-The nodes' inputs (``nodes/svd.py``) and the command line's options (``recapture/cli.py``) are built
-from these fields, so a default or a range is written once, here. Defaults follow the paper where it
+The nodes' inputs (``nodes/``) and the command line's options (``recapture/cli.py``) are built from
+these fields, so a default or a range is written once, here. Defaults follow the paper where it
 gives them (rank 16, learning rate 5e-4, 400 steps) and SVD's own pipeline otherwise.
 """
 
@@ -35,6 +35,37 @@ def setting_of(config: type, name: str) -> Setting:
         if f.name == name and "setting" in f.metadata:
             return f.metadata["setting"]
     raise KeyError(f"{config.__name__} has no setting {name!r}")
+
+
+# --- Stage 1 ------------------------------------------------------------------------------------------
+# What a depth map holds: relative inverse depth (bright = near), relative depth, z-depth in scene units.
+DEPTH_KINDS = ("inverse", "relative", "metric")
+
+
+@dataclass
+class PointCloudConfig:
+    """Frames and their depth -> per-frame point clouds (``recapture.pointcloud.make_point_cloud``)."""
+
+    depth_kind: str = setting("inverse", "inverse = relative inverse depth, bright = near (Depth Anything, MiDaS, most "
+                              "depth models); relative = bright = far; metric = z-depth in metres.", choices=DEPTH_KINDS)
+    near: float = setting(1.0, "Distance of the nearest point for relative depth (scene units).", min=0.001,
+                          max=10_000.0, step=0.1)
+    far: float = setting(10.0, "Distance of the farthest point for relative depth (scene units).", min=0.002,
+                         max=100_000.0, step=0.1)
+    fov_deg: float = setting(60.0, "Horizontal field of view of the source camera in degrees (phones ~65-75, 35 mm "
+                             "lens on full frame ~54).", min=1.0, max=179.0, step=0.5)
+    edge_threshold: float = setting(0.04, "Drop points on depth discontinuities whose relative depth jump exceeds this "
+                                    "(removes stretched 'rubber sheet' edges). 0 keeps every point.", min=0.0,
+                                    max=1.0, step=0.005)
+
+
+@dataclass
+class RenderConfig:
+    """Rendering the anchor (``recapture.render.render_anchor``)."""
+
+    dilate_holes: int = setting(0, "Grow the holes by this many pixels (hides unreliable hole borders).", min=0,
+                                max=64)
+    depth_tolerance: float = 0.02  # points within this relative depth of the nearest one at a pixel are blended
 
 
 # --- Memory -------------------------------------------------------------------------------------------

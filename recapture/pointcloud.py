@@ -11,10 +11,12 @@ import math
 import torch
 
 from .geometry import intrinsics_from_fov
-from .types import DEPTH_KINDS, PointCloud
+from .config import DEPTH_KINDS, PointCloudConfig
+from .types import PointCloud
 
 
-def depth_to_metric(depth: torch.Tensor, kind: str, near: float = 1.0, far: float = 10.0) -> torch.Tensor:
+def depth_to_metric(depth: torch.Tensor, kind: str, near: float = PointCloudConfig.near,
+                    far: float = PointCloudConfig.far) -> torch.Tensor:
     """Converts a clip's depth maps to z-depth; ``0`` marks pixels without a usable value.
 
     Relative depth is normalised over the whole clip (one min/max for all frames), never per frame, so
@@ -82,8 +84,9 @@ def remove_depth_edges(depth: torch.Tensor, threshold: float) -> torch.Tensor:
     return depth.masked_fill(depth_edges(depth, threshold), 0.0)
 
 
-def make_point_cloud(frames: torch.Tensor, depth: torch.Tensor, *, kind: str, fov_deg: float = 60.0,
-                     near: float = 1.0, far: float = 10.0, edge_threshold: float = 0.04) -> PointCloud:
+def make_point_cloud(frames: torch.Tensor, depth: torch.Tensor, *, kind: str, fov_deg: float = PointCloudConfig.fov_deg,
+                     near: float = PointCloudConfig.near, far: float = PointCloudConfig.far,
+                     edge_threshold: float = PointCloudConfig.edge_threshold) -> PointCloud:
     """Frames and their depth -> per-frame point clouds in each frame's camera.
 
     Args:

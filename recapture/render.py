@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
+from .config import RenderConfig
 from .geometry import focal_from_fov, invert_rigid
 from .types import CameraPath, PointCloud
 
@@ -196,7 +197,8 @@ def _in_order(fn: Callable, items: Iterable, workers: int) -> Iterator:
                 future.cancel()
 
 
-def render_anchor(cloud: PointCloud, path: CameraPath, *, dilate_holes: int = 0, depth_tolerance: float = 0.02,
+def render_anchor(cloud: PointCloud, path: CameraPath, *, dilate_holes: int = RenderConfig.dilate_holes,
+                  depth_tolerance: float = RenderConfig.depth_tolerance,
                   chunk_frames: int | None = None, on_frame: Callable[[int], None] | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Renders each frame's point cloud from its new camera.

@@ -15,10 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import torch
 
-from .config import Conditioning
-
-# What a depth map holds: z-depth in scene units, relative inverse depth (bright = near), relative depth.
-DEPTH_KINDS = ("inverse", "relative", "metric")
+from .config import DEPTH_KINDS, Conditioning  # noqa: F401  (DEPTH_KINDS: what DepthMaps.kind may be)
 
 
 def _on(value, device):
