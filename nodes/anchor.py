@@ -9,8 +9,9 @@ import comfy.model_management
 import torch
 
 from ..recapture import camera
-from ..recapture.types import DEPTH_KINDS, CameraPath, PointCloud
-from ._api import Progress, input_files, input_path, io, output_file, require_finite, video_player
+from ..recapture.config import PointCloudConfig, RenderConfig, setting_of
+from ..recapture.types import CameraPath, PointCloud
+from ._api import Progress, input_files, input_path, io, output_file, require_finite, setting_input, video_player
 from .depth import DepthType
 
 PointCloudType = io.Custom("RECAPTURE_POINTCLOUD")
@@ -39,20 +40,12 @@ class ReCaptureDepthToPointCloud(io.ComfyNode):
                                    tooltip="Depth per frame: ReCapture depth, or an IMAGE/MASK from another "
                                            "depth node. A different resolution with the same aspect ratio is "
                                            "resized to the frames."),
-                io.Combo.Input("depth_kind", options=list(DEPTH_KINDS), default="inverse",
-                               tooltip="For IMAGE/MASK depth: inverse = relative inverse depth, bright = near "
-                                       "(Depth Anything, MiDaS, most depth nodes); relative = bright = far; "
-                                       "metric = z-depth in metres. ReCapture depth brings its own kind."),
-                io.Float.Input("near", default=1.0, min=0.001, max=10_000.0, step=0.1,
-                               tooltip="Distance of the nearest point for relative depth (scene units)."),
-                io.Float.Input("far", default=10.0, min=0.002, max=100_000.0, step=0.1,
-                               tooltip="Distance of the farthest point for relative depth (scene units)."),
-                io.Float.Input("fov_deg", default=60.0, min=1.0, max=179.0, step=0.5,
-                               tooltip="Horizontal field of view of the source camera in degrees "
-                                       "(phones ~65-75, 35 mm lens on full frame ~54)."),
-                io.Float.Input("edge_threshold", default=0.04, min=0.0, max=1.0, step=0.005,
-                               tooltip="Drop points on depth discontinuities whose relative depth jump exceeds "
-                                       "this (removes stretched 'rubber sheet' edges). 0 keeps every point."),
+                setting_input(PointCloudConfig, "depth_kind", tooltip="For IMAGE/MASK depth (ReCapture depth brings its "
+                              "own kind): " + setting_of(PointCloudConfig, "depth_kind").help),
+                setting_input(PointCloudConfig, "near"),
+                setting_input(PointCloudConfig, "far"),
+                setting_input(PointCloudConfig, "fov_deg"),
+                setting_input(PointCloudConfig, "edge_threshold"),
                 io.Int.Input("preview_points", default=100_000, min=1_000, max=2_000_000, step=1_000,
                              tooltip="Points written to the first frame's preview file."),
             ],
@@ -104,15 +97,15 @@ class ReCaptureCameraTrajectory(io.ComfyNode):
                                tooltip="orbit_*: circle the subject at the pivot distance; pan/tilt/roll: rotate "
                                        "in place; truck/pedestal/dolly: move sideways/up-down/forward; zoom: "
                                        "change the focal length only."),
-                io.Float.Input("amount", default=20.0, min=-3600.0, max=3600.0, step=1.0,
+                io.Float.Input("amount", default=20.0, min=camera.AMOUNT_RANGE[0], max=camera.AMOUNT_RANGE[1], step=1.0,
                                tooltip="Degrees for orbit/pan/tilt/roll; percent of the subject distance for "
                                        "truck/pedestal/dolly; percent focal-length change for zoom (50: x1.5 "
                                        "in, /1.5 out). Negative reverses the move."),
                 io.Combo.Input("easing", options=list(camera.EASINGS), default="ease_in_out",
                                tooltip="How the move speeds up and slows down over the clip."),
-                io.Int.Input("frames", default=14, min=1, max=10_000,
+                io.Int.Input("frames", default=14, min=camera.FRAMES_RANGE[0], max=camera.FRAMES_RANGE[1],
                              tooltip="Number of frames; a connected point cloud sets it instead."),
-                io.Float.Input("pivot_distance", default=0.0, min=0.0, max=100_000.0, step=0.1,
+                io.Float.Input("pivot_distance", default=0.0, min=camera.PIVOT_RANGE[0], max=camera.PIVOT_RANGE[1], step=0.1,
                                tooltip="Distance from the camera to the subject the orbit circles (scene units). "
                                        "0 = the depth at the image centre of the connected point cloud."),
                 io.Combo.Input("camera_file", options=[NO_FILE] + input_files(PATH_FILE_EXTENSIONS), default=NO_FILE,
@@ -136,40 +129,25 @@ class ReCaptureCameraTrajectory(io.ComfyNode):
     @classmethod
     def execute(cls, preset: str, amount: float, easing: str, frames: int, pivot_distance: float,
                 camera_file: str, point_cloud: PointCloud | None = None, custom_path: str = "") -> io.NodeOutput:
-        source_fov = 60.0
-        if point_cloud is not None:
-            frames = point_cloud.num_frames
-            source_fov = point_cloud.fov_deg()
-        uses_preset = not custom_path.strip() and camera_file == NO_FILE
-        if pivot_distance <= 0 and point_cloud is not None:
-            try:  # the preset needs it; a file or custom path only shows it in the editor
-                pivot_distance = camera.pivot_distance_from_depth(point_cloud.depth[0])
-            except camera.CameraPathError:
-                if uses_preset:
-                    raise
-        if custom_path.strip():
-            path = camera.resample_path(camera.path_from_json_text(custom_path, "custom_path"), frames)
-        elif camera_file != NO_FILE:
-            path = camera.resample_path(camera.load_path_file(input_path(camera_file)), frames)
-        else:
-            if pivot_distance <= 0:
-                raise ValueError("pivot_distance is 0 (auto) but no point cloud is connected: connect "
-                                 "ReCapture Depth To Point Cloud or set pivot_distance")
-            path = camera.preset_path(preset, frames, amount, pivot_distance=pivot_distance, easing=easing,
-                                      source_fov_deg=source_fov)
-        path_json = camera.path_to_json(path)
-        editor = _editor_data(path_json, point_cloud, pivot_distance, source_fov)
-        return io.NodeOutput(path, json.dumps(path_json), ui={"recapture_camera": [editor]})
+        # the library decides which input wins, as it does for the editor's preview (nodes/routes.py)
+        choice = camera.choose_camera_path(
+            preset, amount, easing, frames, pivot_distance,
+            camera_file=None if camera_file == NO_FILE else input_path(camera_file), custom_path=custom_path,
+            cloud=point_cloud)
+        path_json = camera.path_to_json(choice.path)
+        editor = _editor_data(path_json, choice, point_cloud)
+        return io.NodeOutput(choice.path, json.dumps(path_json), ui={"recapture_camera": [editor]})
 
 
 EDITOR_POINTS = 30_000  # enough to read the scene, small enough to redraw while orbiting
 
 
-def _editor_data(path_json: dict, point_cloud: PointCloud | None, pivot_distance: float, source_fov: float) -> dict:
-    """What the camera editor draws after a run: the path, the pivot, the source camera, and the first
-    frame's points written to the temp folder (fetched with /view). Headless runs just ignore it."""
-    data = {"path": path_json, "pivot_distance": pivot_distance if pivot_distance > 0 else None,
-            "source_fov_deg": source_fov, "points": None}
+def _editor_data(path_json: dict, choice: camera.PathChoice, point_cloud: PointCloud | None) -> dict:
+    """What the camera editor draws after a run: the path, which input it came from and its caption,
+    the pivot, the source camera, and the first frame's points written to the temp folder (fetched
+    with /view). Headless runs just ignore it."""
+    data = {"path": path_json, "source": choice.source, "description": choice.description,
+            "pivot_distance": choice.pivot_distance, "source_fov_deg": choice.source_fov_deg, "points": None}
     if point_cloud is None:
         return data
     import folder_paths
@@ -201,8 +179,7 @@ class ReCaptureRenderAnchor(io.ComfyNode):
             inputs=[
                 PointCloudType.Input("point_cloud"),
                 CameraPathType.Input("camera_path"),
-                io.Int.Input("dilate_holes", default=0, min=0, max=64,
-                             tooltip="Grow the holes by this many pixels (hides unreliable hole borders)."),
+                setting_input(RenderConfig, "dilate_holes"),
             ],
             outputs=[
                 io.Image.Output("anchor", display_name="anchor", tooltip="The anchor video: the scene seen from the new camera, black in holes."),

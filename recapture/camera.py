@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .files import atomic_path
 from .geometry import focal_from_fov, fov_from_focal
-from .types import CameraPath
+from .types import CameraPath, PointCloud
 
 PRESETS = (
     "static",
@@ -39,6 +40,11 @@ PRESETS = (
     "zoom_in", "zoom_out",
 )
 EASINGS = ("linear", "ease_in", "ease_out", "ease_in_out")
+# The Camera Trajectory node's widget ranges; the editor's requests are held to the same.
+AMOUNT_RANGE = (-3600.0, 3600.0)
+FRAMES_RANGE = (1, 10_000)
+PIVOT_RANGE = (0.0, 100_000.0)  # 0 = automatic: the depth at the image centre
+FOV_RANGE = (1.0, 179.0)
 
 # preset -> (kind, axis or direction, sign). Rotation axes are in the source camera's frame.
 _X, _Y, _Z = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)
@@ -255,32 +261,129 @@ def path_from_json_text(text: str, source: str) -> CameraPath:
         raise CameraPathError(f"{source}: {e}") from None
 
 
-def _number(params: dict, name: str, kind: type, low: float, high: float):
-    value = params.get(name)
+def _number(value, name: str, kind: type, low: float, high: float):
+    """A widget or request value checked to be a ``kind`` number in ``low..high`` (JSON gives any type)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise CameraPathError(f"'{name}' must be a number, got {value!r}")
-    if kind is int and value != int(value):
+    if kind is int and math.isfinite(value) and value != int(value):
         raise CameraPathError(f"'{name}' must be a whole number, got {value!r}")
     if not (math.isfinite(value) and low <= value <= high):
         raise CameraPathError(f"'{name}' must be between {low:g} and {high:g}, got {value!r}")
     return kind(value)
 
 
-def preset_path_json(params: dict) -> dict:
-    """The camera file of a preset move, from the editor's request
-    ``{preset, amount, easing, frames, pivot_distance, fov_deg}``: the browser draws exactly what the
-    node will compute, without re-implementing the presets. Raises ``CameraPathError`` on bad values."""
-    if not isinstance(params, dict):
-        raise CameraPathError("the request must be a JSON object {preset, amount, easing, frames, pivot_distance, fov_deg}")
-    preset, easing = params.get("preset"), params.get("easing", "ease_in_out")
+# --- Which path a Camera Trajectory node renders ---------------------------------------------------
+NO_CLOUD_PIVOT = ("pivot_distance is 0 (auto) but no point cloud is connected: connect ReCapture Depth To "
+                  "Point Cloud or set pivot_distance")
+STAND_IN_NOTE = "a stand-in until the node runs with a point cloud"
+
+
+@dataclass(frozen=True)
+class PathChoice:
+    """The camera path a Camera Trajectory node renders, and why (see ``choose_camera_path``).
+
+    Attributes:
+        path: one new camera per output frame.
+        source: the input that won: ``"custom"`` (the custom_path text), ``"file"`` (the camera file) or
+            ``"preset"``.
+        pivot_distance: the subject's distance in scene units (the orbit pivot, the editor's scale);
+            None when unknown (automatic, no point cloud, and a file or custom path that does not need it).
+        source_fov_deg: the source camera's horizontal field of view in degrees.
+        description: one line for the editor's caption, e.g. ``"camera file orbit.json replaces the
+            preset: 30 cameras, resampled to 14 frames"``.
+    """
+
+    path: CameraPath
+    source: str
+    pivot_distance: float | None
+    source_fov_deg: float
+    description: str
+
+
+def _cameras(loaded: CameraPath, frames: int) -> str:
+    n = loaded.num_frames
+    cameras = f"{n} camera{'s' if n != 1 else ''}"
+    return cameras if n == frames else f"{cameras}, resampled to {frames} frames"
+
+
+def _automatic_pivot(cloud: PointCloud, needed: bool) -> float:
+    """The subject's distance from the cloud's first frame; 0 when the depth has none and the path
+    does not need it (a file or custom path only shows the pivot in the editor)."""
+    try:
+        return pivot_distance_from_depth(cloud.depth[0])
+    except CameraPathError:
+        if needed:
+            raise
+        return 0.0
+
+
+def choose_camera_path(preset: str, amount: float, easing: str, frames: int, pivot_distance: float,
+                       camera_file: str | os.PathLike | None = None, custom_path: str | None = "", *,
+                       cloud: PointCloud | None = None, source_fov_deg: float | None = None,
+                       stand_in_pivot: float | None = None, stand_in_note: str = STAND_IN_NOTE) -> PathChoice:
+    """The camera path of a Camera Trajectory node's settings: the one place that decides which input
+    wins, for the node, the command line and the 3D editor (which therefore draws what the node renders).
+
+    Precedence: a non-blank ``custom_path``, else ``camera_file``, else the preset. A file or custom path
+    is resampled to the frame count (``resample_path``); the preset is made at it.
+
+    Args:
+        preset, amount, easing: the preset move (see ``preset_path``); checked only when the preset wins,
+            so a file or custom path works with any of them (the command line then has no preset).
+        frames: the frame count in ``FRAMES_RANGE``; a ``cloud`` sets it instead.
+        pivot_distance: the subject's distance in scene units, in ``PIVOT_RANGE``; 0 = automatic:
+            ``pivot_distance_from_depth`` of the cloud's first frame.
+        camera_file: a camera file ``load_path_file`` reads, or None.
+        custom_path: a ReCapture camera file as text (the node's custom_path widget); blank or None = none.
+        cloud: the scene: gives the frame count, the automatic pivot and the source field of view.
+        source_fov_deg: the source camera's horizontal field of view in degrees (``FOV_RANGE``), used by
+            zoom presets; None = the cloud's (``cloud.fov_deg()``), else 60.
+        stand_in_pivot: the pivot to use when it is automatic and no cloud is given (the editor draws before
+            the depth is known); None = refuse, as the node does: an orbit needs the subject's distance.
+        stand_in_note: what the description says of the stand-in, e.g. "from the last run's depth".
+
+    Raises:
+        CameraPathError: a value out of range, an unknown preset or easing, a bad file or custom path,
+            or an automatic pivot with neither a cloud nor a stand-in.
+    """
+    frames = _number(frames, "frames", int, *FRAMES_RANGE)
+    pivot = _number(pivot_distance, "pivot_distance", float, *PIVOT_RANGE)
+    if source_fov_deg is not None:
+        fov = _number(source_fov_deg, "fov_deg", float, *FOV_RANGE)
+    else:
+        fov = cloud.fov_deg() if cloud is not None else 60.0
+    custom_path = "" if custom_path is None else custom_path
+    if not isinstance(custom_path, str):
+        raise CameraPathError(f"'custom_path' must be text (a ReCapture camera file as JSON), got {custom_path!r}")
+    use_custom, use_preset = bool(custom_path.strip()), not custom_path.strip() and camera_file is None
+    pivot_note = ""
+    if cloud is not None:
+        frames = cloud.num_frames
+        if pivot == 0:
+            pivot, pivot_note = _automatic_pivot(cloud, needed=use_preset), "from the depth"
+
+    if use_custom:
+        loaded = path_from_json_text(custom_path, "custom_path")
+        return PathChoice(resample_path(loaded, frames), "custom", pivot or None, fov,
+                          f"custom path active (Clear to use the preset): {_cameras(loaded, frames)}")
+    if camera_file is not None:
+        loaded = load_path_file(camera_file)
+        return PathChoice(resample_path(loaded, frames), "file", pivot or None, fov,
+                          f"camera file {Path(camera_file).name} replaces the preset: {_cameras(loaded, frames)}")
+
     if preset not in PRESETS:
         raise CameraPathError(f"unknown camera preset {preset!r}: use one of {', '.join(PRESETS)}")
     if easing not in EASINGS:
         raise CameraPathError(f"unknown easing {easing!r}: use one of {', '.join(EASINGS)}")
-    path = preset_path(preset, _number(params, "frames", int, 1, 10_000), _number(params, "amount", float, -3600, 3600),
-                       pivot_distance=_number(params, "pivot_distance", float, 1e-6, 1e6), easing=easing,
-                       source_fov_deg=_number({"fov_deg": params.get("fov_deg", 60.0)}, "fov_deg", float, 1, 179))
-    return path_to_json(path)
+    amount = _number(amount, "amount", float, *AMOUNT_RANGE)
+    if pivot == 0:
+        if stand_in_pivot is None:
+            raise CameraPathError(NO_CLOUD_PIVOT)
+        pivot = _number(stand_in_pivot, "stand_in_pivot", float, 1e-6, PIVOT_RANGE[1])
+        pivot_note = stand_in_note
+    path = preset_path(preset, frames, amount, pivot_distance=pivot, easing=easing, source_fov_deg=fov)
+    pivot_note = f" (pivot {pivot:.3g}, {pivot_note})" if pivot_note else ""
+    return PathChoice(path, "preset", pivot, fov, f"{preset} {amount:g}, {frames} frames{pivot_note}")
 
 
 # --- Importers --------------------------------------------------------------------------------------

@@ -13,17 +13,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import SampleConfig, TrainConfig, memory_from_switch, setting_of
+from .config import DEPTH_KINDS, PointCloudConfig, RenderConfig, SampleConfig, TrainConfig, memory_from_switch, setting_of
 from .files import atomic_path
 from .lora import DEFAULT_NAME as DEFAULT_LORA_NAME
 from .memory import OutOfMemory
-from .types import DEPTH_KINDS
 
 # The config fields the command line offers, with their flags: training's, sampling's, and those the
 # two share (one value serves both, as SVD's conditioning must be the same in training and sampling).
 TRAIN_FLAGS = {"steps": "--steps", "learning_rate": "--lr", "rank": "--rank"}
 SAMPLE_FLAGS = {"steps": "--sample-steps", "min_guidance": "--min-guidance", "max_guidance": "--max-guidance",
                 "refine_strength": "--refine", "decode_chunk_size": "--decode-chunk-size"}
+POINT_CLOUD_FLAGS = {"fov_deg": "--fov", "near": "--near", "far": "--far", "edge_threshold": "--edge-threshold"}
 SHARED_FLAGS = {"seed": "--seed", "fps": "--svd-fps", "motion_bucket_id": "--motion-bucket-id",
                 "noise_aug_strength": "--noise-aug-strength"}
 
@@ -78,12 +78,8 @@ def render_stage1(args: argparse.Namespace):
     depth = _read_depth(args.depth, selection, args.size)
     cloud = make_point_cloud(frames, depth, kind=args.depth_kind, fov_deg=args.fov, near=args.near, far=args.far,
                              edge_threshold=args.edge_threshold)
-    if args.camera_file:
-        path = camera.resample_path(camera.load_path_file(args.camera_file), cloud.num_frames)
-    else:
-        pivot = args.pivot_distance or camera.pivot_distance_from_depth(cloud.depth[0])
-        path = camera.preset_path(args.camera, cloud.num_frames, args.amount, pivot_distance=pivot,
-                                  easing=args.easing, source_fov_deg=args.fov)
+    path = camera.choose_camera_path(args.camera, args.amount, args.easing, cloud.num_frames, args.pivot_distance,
+                                     camera_file=args.camera_file or None, cloud=cloud, source_fov_deg=args.fov).path
     device = _device(args.device)
     print(f"rendering {cloud.num_frames} frames at {cloud.width}x{cloud.height} on {device}", file=sys.stderr)
     anchor, mask = render_anchor(cloud.to(device), path.to(device), dilate_holes=args.dilate_holes)
@@ -271,14 +267,9 @@ def _anchor_options(a: argparse.ArgumentParser) -> None:
     a.add_argument("--video", required=True, help="video file, or folder of numbered PNG/JPG frames")
     a.add_argument("--depth", required=True,
                    help="depth of those frames: .npy of shape (N,H,W), or a depth video / frames folder (grey)")
-    a.add_argument("--depth-kind", choices=DEPTH_KINDS, required=True,
-                   help="metric: z-depth in scene units; inverse: relative inverse depth, bright = near (most "
-                        "depth models); relative: bright = far")
-    a.add_argument("--fov", type=float, default=60.0, help="horizontal field of view of the source camera, degrees")
-    a.add_argument("--near", type=float, default=1.0, help="nearest distance for relative depth (scene units)")
-    a.add_argument("--far", type=float, default=10.0, help="farthest distance for relative depth (scene units)")
-    a.add_argument("--edge-threshold", type=float, default=0.04,
-                   help="drop points on depth jumps larger than this relative step (0 keeps all)")
+    a.add_argument("--depth-kind", choices=DEPTH_KINDS, required=True, help=setting_of(PointCloudConfig, "depth_kind").help)
+    for name, flag in POINT_CLOUD_FLAGS.items():
+        _setting_option(a, PointCloudConfig, name, flag)
     move = a.add_mutually_exclusive_group(required=True)
     move.add_argument("--camera", choices=PRESETS, help="camera move preset")
     move.add_argument("--camera-file", help="camera path file: ReCapture JSON, RealEstate10K .txt, NeRF transforms.json")
@@ -293,7 +284,7 @@ def _anchor_options(a: argparse.ArgumentParser) -> None:
     a.add_argument("--every", type=int, default=1, help="take every n-th frame")
     a.add_argument("--size", type=_size, default=None, help="resize (crop) frames and depth to WxH, e.g. 1024x576")
     a.add_argument("--fps", type=float, default=24.0, help="frame rate for frame folders")
-    a.add_argument("--dilate-holes", type=int, default=0, help="grow the holes by this many pixels")
+    _setting_option(a, RenderConfig, "dilate_holes", "--dilate-holes")
     a.add_argument("--out", required=True, help="output folder")
 
 

@@ -6,15 +6,20 @@ Pixels are read back from each editor's own canvas, so a blank or unchanged view
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
 from comfy_harness import REPO
+from recapture import camera
 from test_browser_canvas import canvas, pack_console_errors  # noqa: F401  (the page fixture)
 
 pytestmark = pytest.mark.browser
 
 NODE = "ReCaptureCameraTrajectory"
+NO_FILE = "(none: use the preset)"
+CAMERA_FILE = "editor_browser_orbit.json"  # written into the server's input folder by the camera_file fixture
 BACKGROUND = (0x15, 0x18, 0x1D)
 
 # Reads an editor's canvas: pixels that are not background, distinct colours, a coarse pixel sample for
@@ -114,7 +119,7 @@ def test_editor_is_not_saved_as_a_widget_value_and_custom_path_round_trips(canva
     add_node(canvas, 1, (120, 120), preset="dolly_in", amount=40.0, pivot_distance=3.0, frames=9)
     wait_status(canvas, 1, "dolly_in 40")
     canvas.evaluate("() => window.app.graph.getNodeById(1).recaptureEditor.bakeButton.click()")
-    wait_status(canvas, 1, "custom_path: 9 cameras")
+    wait_status(canvas, 1, "custom path active (Clear to use the preset): 9 cameras")
     baked = canvas.evaluate("() => window.app.graph.getNodeById(1).widgets.find(w => w.name === 'custom_path').value")
     path = json.loads(baked)
     assert len(path["frames"]) == 9 and path["frames"][-1]["pose"][2][3] == pytest.approx(1.2, abs=1e-4)
@@ -130,7 +135,7 @@ def test_editor_is_not_saved_as_a_widget_value_and_custom_path_round_trips(canva
     assert node["widgets_values"][-1] == baked and len(node["widgets_values"]) == 7  # no editor value
     fresh_graph(canvas)
     canvas.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", saved)
-    wait_status(canvas, 1, "custom_path: 9 cameras")
+    wait_status(canvas, 1, "custom path active (Clear to use the preset): 9 cameras")
     reloaded = canvas.evaluate("() => window.app.graph.getNodeById(1).widgets.find(w => w.name === 'custom_path').value")
     assert reloaded == baked
     prompt = canvas.evaluate("async () => (await window.app.graphToPrompt()).output")
@@ -139,9 +144,11 @@ def test_editor_is_not_saved_as_a_widget_value_and_custom_path_round_trips(canva
     canvas.evaluate("() => window.app.graph.getNodeById(1).recaptureEditor.clearButton.click()")
     wait_status(canvas, 1, "orbit_right 40")
     set_widget(canvas, 1, "custom_path", "{not json")
-    wait_status(canvas, 1, "custom_path is not valid JSON")
+    wait_status(canvas, 1, "custom_path is not valid JSON")  # the server's message, as the node would say
     canvas.screenshot(path=str(artifacts / "camera_editor_bad_custom_path.png"))
-    assert pack_console_errors(canvas.messages) == []
+    assert canvas.evaluate("() => window.app.graph.getNodeById(1).recaptureEditor.path") is None
+    # the browser logs the route's HTTP 400 for the bad custom path itself; nothing else of ours may be
+    assert [m for m in pack_console_errors(canvas.messages) if "/recapture/camera_path" not in m["url"]] == []
 
 
 def test_two_trajectory_nodes_each_draw_their_own_path(canvas, artifacts):
@@ -190,7 +197,7 @@ def test_running_the_anchor_workflow_shows_the_point_cloud_and_the_anchor_previe
     assert 1_000 < count <= 30_000
     assert after["drawn"] > before["drawn"] + 2_000 and after["distinct"] > before["distinct"]
     # with the point cloud known, the pivot comes from the depth
-    assert "pivot from the depth" in canvas.evaluate(
+    assert "from the last run's depth" in canvas.evaluate(
         "(id) => window.app.graph.getNodeById(id).recaptureEditor.status", trajectory)
     # Render Anchor's player: the anchor frames, and the mask overlay toggle switches the picture
     canvas.wait_for_function("(id) => window.app.graph.getNodeById(id).recapturePlayer.frames.length === 14",
@@ -270,7 +277,7 @@ def test_dragging_the_keyframe_gizmo_writes_a_smooth_custom_path(canvas, artifac
     for step in range(1, 11):
         canvas.mouse.move(x + 1, y - 6 * step)  # straight up on screen
     canvas.mouse.up()
-    wait_status(canvas, 1, "custom_path: 9 cameras")
+    wait_status(canvas, 1, "custom path active (Clear to use the preset): 9 cameras")
     canvas.screenshot(path=str(artifacts / "camera_editor_gizmo_drag.png"))
     path = json.loads(canvas.evaluate(
         "() => window.app.graph.getNodeById(1).widgets.find(w => w.name === 'custom_path').value"))
@@ -289,9 +296,9 @@ def test_dragging_the_keyframe_gizmo_writes_a_smooth_custom_path(canvas, artifac
 
 def camera_json(page, preset: str, amount: float, pivot: float, frames: int) -> dict:
     return page.evaluate("""async (body) => (await (await window.app.api.fetchApi('/recapture/camera_path',
-        {method: 'POST', body: JSON.stringify(body)})).json())""",
+        {method: 'POST', body: JSON.stringify(body)})).json()).path""",
                          {"preset": preset, "amount": amount, "easing": "linear", "frames": frames,
-                          "pivot_distance": pivot, "fov_deg": 60.0})
+                          "pivot_distance": pivot, "camera_file": NO_FILE, "custom_path": "", "fov_deg": 60.0})
 
 
 def test_a_view_the_browser_drops_says_so_and_comes_back_on_click(canvas, artifacts):
@@ -314,4 +321,79 @@ def test_a_view_the_browser_drops_says_so_and_comes_back_on_click(canvas, artifa
     canvas.evaluate("(id) => window.app.graph.getNodeById(id).recaptureEditor.render()", 1)
     after = pixels(canvas, 1)
     assert after["drawn"] > 2_000 and changed(before, after) < 0.02 * len(before["sample"])
+    assert pack_console_errors(canvas.messages) == []
+
+
+@pytest.fixture
+def camera_file(comfy) -> Path:
+    """A camera file in the server's input folder: 30 cameras orbiting right. Request it before ``canvas``:
+    the node's camera_file combo lists the input folder when the page loads the node definitions."""
+    file = comfy.base / "input" / CAMERA_FILE
+    camera.save_path_json(camera.preset_path("orbit_right", 30, 45.0, pivot_distance=2.0, easing="linear"), file)
+    return file
+
+
+def editor_state(page, node_id: int) -> dict:
+    """The path the editor holds (what it draws), which input it says won, and its caption as shown."""
+    return page.evaluate("""(id) => { const e = window.app.graph.getNodeById(id).recaptureEditor;
+      return {path: e.path, source: e.pathSource, caption: e.statusLine.textContent,
+              colour: e.statusLine.style.color}; }""", node_id)
+
+
+def poses(camera_json: dict) -> torch.Tensor:
+    return torch.tensor([f["pose"] for f in camera_json["frames"]])
+
+
+def test_a_camera_file_on_the_node_is_drawn_instead_of_the_preset(camera_file, canvas, artifacts):
+    """Picking a camera file in the node's combo: the editor draws the file's path (as the node renders
+    it), says that it replaces the preset, and the prompt's output is the path it drew."""
+    fresh_graph(canvas)
+    add_node(canvas, 1, (120, 120), preset="orbit_left", amount=20.0, pivot_distance=2.0, frames=9, easing="linear")
+    wait_status(canvas, 1, "orbit_left 20, 9 frames")
+    preset = pixels(canvas, 1)
+    assert editor_state(canvas, 1)["colour"] == ""  # the preset drives the path: plain caption
+    options = canvas.evaluate("""() => window.app.graph.getNodeById(1).widgets
+      .find(w => w.name === 'camera_file').options.values""")
+    assert CAMERA_FILE in options, options  # the file was in the input folder when the page loaded
+
+    set_widget(canvas, 1, "camera_file", CAMERA_FILE)
+    wait_status(canvas, 1, f"camera file {CAMERA_FILE} replaces the preset: 30 cameras, resampled to 9 frames")
+    drawn = editor_state(canvas, 1)
+    canvas.evaluate("() => window.app.graph.setDirtyCanvas(true, true)")  # the combo shows its new value
+    canvas.wait_for_timeout(300)
+    canvas.screenshot(path=str(artifacts / "camera_editor_camera_file.png"))
+    assert drawn["source"] == "file" and drawn["caption"].startswith(f"camera file {CAMERA_FILE} replaces the preset")
+    assert drawn["colour"] != ""  # the caption is highlighted: the preset widgets are overridden
+    expected = camera.resample_path(camera.load_path_file(camera_file), 9)
+    assert torch.allclose(poses(drawn["path"]), expected.poses, atol=1e-5)
+    assert drawn["path"]["frames"][-1]["pose"][0][3] > 0.5  # the file orbits right; the preset went left
+    assert changed(preset, pixels(canvas, 1)) > 100
+
+    # the node renders what the editor drew: run the graph with its path_json shown by a Preview Any
+    canvas.evaluate("""() => { const g = window.app.graph, n = LiteGraph.createNode('PreviewAny');
+      n.id = 2; g.add(n); n.pos = [620, 120]; g.getNodeById(1).connect(1, n, 0); g.setDirtyCanvas(true, true); }""")
+    prompt = canvas.evaluate("async () => (await window.app.graphToPrompt()).output")
+    assert prompt["1"]["inputs"]["camera_file"] == CAMERA_FILE and prompt["2"]["inputs"]["source"] == ["1", 1]
+    canvas.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+    canvas.wait_for_function("() => window.app.graph.getNodeById(1).recaptureEditor.run !== null", timeout=120_000)
+    run = canvas.evaluate("() => window.app.graph.getNodeById(1).recaptureEditor.run")
+    assert run["source"] == "file"
+    assert torch.allclose(poses(run["path"]), poses(drawn["path"]), atol=1e-6)
+    wait_status(canvas, 1, f"camera file {CAMERA_FILE} replaces the preset")  # still the file after the run
+
+    # a custom path overrides the file, and the caption says how to get back
+    truck = camera.path_to_json(camera.preset_path("truck_right", 3, 50.0, pivot_distance=2.0, easing="linear"))
+    set_widget(canvas, 1, "custom_path", json.dumps(truck))
+    wait_status(canvas, 1, "custom path active (Clear to use the preset): 3 cameras, resampled to 9 frames")
+    custom = editor_state(canvas, 1)
+    canvas.screenshot(path=str(artifacts / "camera_editor_custom_active.png"))
+    assert custom["source"] == "custom" and custom["caption"].startswith("custom path active")
+    assert custom["colour"] != ""
+    assert [f["pose"][0][3] for f in custom["path"]["frames"]] == pytest.approx([i / 8 for i in range(9)], abs=1e-5)
+
+    canvas.evaluate("() => window.app.graph.getNodeById(1).recaptureEditor.clearButton.click()")
+    wait_status(canvas, 1, f"camera file {CAMERA_FILE} replaces the preset")
+    set_widget(canvas, 1, "camera_file", NO_FILE)
+    wait_status(canvas, 1, "orbit_left 20, 9 frames")
+    assert editor_state(canvas, 1)["source"] == "preset" and editor_state(canvas, 1)["colour"] == ""
     assert pack_console_errors(canvas.messages) == []

@@ -1,16 +1,18 @@
-"""Camera paths: preset geometry, the camera file, importers."""
+"""Camera paths: preset geometry, the camera file, importers, and which path a trajectory node renders."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
 
 from recapture import camera
 from recapture.camera import CameraPathError
-from recapture.types import CameraPath
+from recapture.pointcloud import make_point_cloud
+from recapture.types import CameraPath, PointCloud
 
 
 def centres(path: CameraPath) -> torch.Tensor:
@@ -191,3 +193,121 @@ def test_resampling_keeps_ends_and_rigidity():
     # a linear orbit resampled is the same linear orbit
     torch.testing.assert_close(short.poses, camera.preset_path("orbit_right", 14, 45, pivot_distance=2.0,
                                                                easing="linear").poses, atol=1e-4, rtol=0)
+
+
+# --- Which path a Camera Trajectory node renders ---------------------------------------------------
+WIDGETS = dict(preset="orbit_left", amount=20.0, easing="linear", frames=6, pivot_distance=2.0)
+
+
+def flat_cloud(frames: int = 5, centre: float = 2.0, rest: float = 8.0, fov_deg: float = 50.0) -> PointCloud:
+    """A metric cloud of ``frames`` 40x60 frames: depth ``centre`` in the middle, ``rest`` around it."""
+    depth = torch.full((frames, 40, 60), rest)
+    depth[:, 15:25, 25:35] = centre
+    return make_point_cloud(torch.rand(frames, 40, 60, 3), depth, kind="metric", fov_deg=fov_deg)
+
+
+def two_files(tmp_path):
+    """A truck path of 4 cameras in a file and a pedestal path of 3 as custom_path text."""
+    file = camera.save_path_json(camera.preset_path("truck_right", 4, 50, pivot_distance=2.0), tmp_path / "truck.json")
+    text = json.dumps(camera.path_to_json(camera.preset_path("pedestal_up", 3, 50, pivot_distance=2.0)))
+    return file, text
+
+
+def test_custom_path_wins_over_the_camera_file_which_wins_over_the_preset(tmp_path):
+    file, text = two_files(tmp_path)
+    preset = camera.choose_camera_path(**WIDGETS)
+    assert preset.source == "preset" and preset.pivot_distance == 2.0 and preset.source_fov_deg == 60.0
+    assert preset.description == "orbit_left 20, 6 frames"
+    torch.testing.assert_close(preset.path.poses, camera.preset_path(
+        "orbit_left", 6, 20.0, pivot_distance=2.0, easing="linear").poses, atol=0, rtol=0)
+
+    chosen = camera.choose_camera_path(**WIDGETS, camera_file=file, custom_path=" \n ")  # blank: no custom path
+    assert chosen.source == "file"
+    assert chosen.description == "camera file truck.json replaces the preset: 4 cameras, resampled to 6 frames"
+    torch.testing.assert_close(chosen.path.poses, camera.resample_path(camera.load_path_file(file), 6).poses,
+                               atol=0, rtol=0)
+    assert centres(chosen.path)[-1, 0] == pytest.approx(1.0)  # the truck, not the orbit
+
+    custom = camera.choose_camera_path(**WIDGETS, camera_file=file, custom_path=text)
+    assert custom.source == "custom" and custom.path.num_frames == 6
+    assert custom.description == "custom path active (Clear to use the preset): 3 cameras, resampled to 6 frames"
+    expected = camera.resample_path(camera.path_from_json_text(text, "custom_path"), 6)
+    torch.testing.assert_close(custom.path.poses, expected.poses, atol=0, rtol=0)
+    assert centres(custom.path)[-1, 1] == pytest.approx(-1.0)  # the pedestal, not the truck
+
+
+def test_a_file_or_custom_path_ignores_the_preset_widgets_and_keeps_its_length(tmp_path):
+    file, text = two_files(tmp_path)
+    # the command line has no preset when it reads a file
+    chosen = camera.choose_camera_path(None, None, None, 4, 0.0, camera_file=file)
+    assert chosen.source == "file" and chosen.pivot_distance is None  # automatic, no cloud: unknown
+    assert chosen.description == "camera file truck.json replaces the preset: 4 cameras"
+    assert torch.equal(chosen.path.poses, camera.load_path_file(file).poses)
+    assert camera.choose_camera_path("spin", "lots", "bounce", 3, 0.0, custom_path=text).source == "custom"
+
+
+def test_a_point_cloud_sets_the_frame_count_the_automatic_pivot_and_the_field_of_view():
+    cloud = flat_cloud(frames=5, centre=2.0, fov_deg=50.0)
+    chosen = camera.choose_camera_path(**{**WIDGETS, "pivot_distance": 0.0, "frames": 14}, cloud=cloud)
+    assert chosen.path.num_frames == 5 and chosen.pivot_distance == pytest.approx(2.0)
+    assert chosen.source_fov_deg == pytest.approx(50.0, abs=1e-3)
+    assert chosen.description == "orbit_left 20, 5 frames (pivot 2, from the depth)"
+    torch.testing.assert_close(chosen.path.poses, camera.preset_path(
+        "orbit_left", 5, 20.0, pivot_distance=2.0, easing="linear").poses)
+    # a pivot that is set wins over the depth
+    assert camera.choose_camera_path(**{**WIDGETS, "pivot_distance": 3.5}, cloud=cloud).pivot_distance == 3.5
+    # zoom uses the source field of view: the cloud's, or one given explicitly (the command line's --fov)
+    zoom = {**WIDGETS, "preset": "zoom_in", "amount": 100.0}
+    assert camera.choose_camera_path(**zoom, cloud=cloud).path.fov_deg[-1] == pytest.approx(
+        math.degrees(2 * math.atan(math.tan(math.radians(25)) / 2)), abs=1e-3)
+    assert camera.choose_camera_path(**zoom, cloud=cloud, source_fov_deg=70.0).path.fov_deg[-1] == pytest.approx(
+        math.degrees(2 * math.atan(math.tan(math.radians(35)) / 2)), abs=1e-3)
+
+
+def test_an_automatic_pivot_without_a_cloud_is_refused_or_drawn_with_the_stand_in(tmp_path):
+    automatic = {**WIDGETS, "pivot_distance": 0.0}
+    with pytest.raises(CameraPathError) as error:
+        camera.choose_camera_path(**automatic)
+    assert str(error.value) == ("pivot_distance is 0 (auto) but no point cloud is connected: connect ReCapture "
+                                "Depth To Point Cloud or set pivot_distance")
+    drawn = camera.choose_camera_path(**automatic, stand_in_pivot=1.0)
+    assert drawn.pivot_distance == 1.0
+    assert drawn.description == "orbit_left 20, 6 frames (pivot 1, a stand-in until the node runs with a point cloud)"
+    last = camera.choose_camera_path(**automatic, stand_in_pivot=2.5, stand_in_note="from the last run's depth")
+    assert last.description.endswith("(pivot 2.5, from the last run's depth)")
+    torch.testing.assert_close(last.path.poses, camera.preset_path(
+        "orbit_left", 6, 20.0, pivot_distance=2.5, easing="linear").poses, atol=0, rtol=0)
+    # a cloud without valid depth: the preset cannot place the pivot, a file does not need it
+    empty = PointCloud(colors=torch.zeros(3, 4, 4, 3), depth=torch.zeros(3, 4, 4),
+                       intrinsics=torch.tensor([[2.0, 0, 2], [0, 2, 2], [0, 0, 1]]).expand(3, 3, 3))
+    with pytest.raises(CameraPathError, match="no valid value"):
+        camera.choose_camera_path(**automatic, cloud=empty, stand_in_pivot=1.0)
+    file, _ = two_files(tmp_path)
+    chosen = camera.choose_camera_path(**automatic, cloud=empty, camera_file=file)
+    assert chosen.path.num_frames == 3 and chosen.pivot_distance is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"preset": "spin"}, "unknown camera preset 'spin': use one of static, orbit_left"),
+    ({"easing": "bounce"}, "unknown easing 'bounce'"),
+    ({"frames": 0}, "'frames' must be between 1 and 10000, got 0"),
+    ({"frames": 2.5}, "'frames' must be a whole number, got 2.5"),
+    ({"frames": float("nan")}, "'frames' must be between 1 and 10000"),
+    ({"amount": "lots"}, "'amount' must be a number, got 'lots'"),
+    ({"amount": 4000}, "'amount' must be between -3600 and 3600"),
+    ({"pivot_distance": -1}, "'pivot_distance' must be between 0 and 100000, got -1"),
+    ({"pivot_distance": True}, "'pivot_distance' must be a number"),
+    ({"source_fov_deg": 200}, "'fov_deg' must be between 1 and 179"),
+    ({"custom_path": 5}, "'custom_path' must be text"),
+    ({"custom_path": "{oops"}, "custom_path is not valid JSON"),
+    ({"camera_file": "missing.json"}, "camera file missing.json does not exist"),
+])
+def test_bad_widget_values_are_named(change, message):
+    with pytest.raises(CameraPathError, match=re.escape(message)):
+        camera.choose_camera_path(**{**WIDGETS, **change})
+
+
+def test_the_choice_is_frozen():
+    chosen = camera.choose_camera_path(**WIDGETS)
+    with pytest.raises(AttributeError):
+        chosen.source = "file"

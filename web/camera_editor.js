@@ -1,6 +1,7 @@
 // The 3D camera-path editor on ReCapture Camera Trajectory nodes: a three.js view of the source camera,
 // the new path's camera frustums and line, a frame scrubber, and after a run the first frame's point
-// cloud. The preset path comes from the server (POST /recapture/camera_path), never re-implemented here.
+// cloud. The path comes from the server (POST /recapture/camera_path), which decides as the node does
+// whether custom_path, the camera file or the preset wins: nothing of that is re-implemented here.
 //
 // Loaded by recapture.js. ComfyUI also auto-loads this file as an extension; it has no side effects, and
 // three.js (web/lib/three/*.mjs) is imported only when the first trajectory node appears.
@@ -10,7 +11,7 @@ import { addNodeView, runAfter } from "./node_views.js";
 
 export const NODE_TYPE = "ReCaptureCameraTrajectory";
 const WIDGET_TYPE = "RECAPTURE_CAMERA_EDITOR"; // unique, so the Vue node renderer keeps it as a DOM widget
-const WATCHED = ["preset", "amount", "easing", "frames", "pivot_distance", "custom_path"];
+const WATCHED = ["preset", "amount", "easing", "frames", "pivot_distance", "camera_file", "custom_path"];
 const DEBOUNCE_MS = 150;
 const MIN_HEIGHT = 300;
 const UNAVAILABLE = "3D view unavailable (see the browser console)";
@@ -90,25 +91,13 @@ function widgetOf(node, name) {
   return node.widgets?.find((w) => w.name === name);
 }
 
-/** Parses a camera file string; returns {frames} or {error}. The server does the full validation. */
-function parseCameraFile(text) {
-  try {
-    const data = JSON.parse(text);
-    if (!Array.isArray(data?.frames) || !data.frames.length || !data.frames.every((f) => Array.isArray(f?.pose))) {
-      return { error: "custom_path has no 'frames' with a 'pose' each" };
-    }
-    return { path: data };
-  } catch (e) {
-    return { error: "custom_path is not valid JSON: fix it or press Clear" };
-  }
-}
-
 class CameraEditor {
   constructor(node) {
     this.node = node;
     this.path = null; // the camera file being shown
-    this.pathSource = "none"; // "preset" | "custom" | "none"
-    this.presetPath = null; // the last preset path from the server (what "bake" writes)
+    this.pathSource = "none"; // which input the node will render: "preset" | "file" | "custom" | "none"
+    this.pivot = null; // the subject's distance the server drew the path with (null: unknown)
+    this.presetPath = null; // the last preset or camera-file path from the server (what "bake" writes)
     this.run = null; // ui data of the last run: pivot, source fov, aspect, points
     this.pointCount = 0;
     this.selected = 0;
@@ -162,9 +151,9 @@ class CameraEditor {
       return b;
     };
     bar.append(this.scrubber, this.frameLabel);
-    this.bakeButton = button("Bake", "Copy the preset path into custom_path, to keep it or edit it",
+    this.bakeButton = button("Bake", "Copy the preset (or camera file) path into custom_path, to keep it or edit it",
       () => this.bakePreset());
-    this.clearButton = button("Clear", "Empty custom_path: the preset is used again", () => this.setCustomPath(""));
+    this.clearButton = button("Clear", "Empty custom_path: the camera file or the preset is used again", () => this.setCustomPath(""));
     this.statusLine = document.createElement("div");
     Object.assign(this.statusLine.style, { padding: "0 6px 4px", whiteSpace: "nowrap", overflow: "hidden",
       textOverflow: "ellipsis" });
@@ -266,47 +255,42 @@ class CameraEditor {
   async reload() {
     const v = this.values();
     const id = ++this.requests;
-    if (typeof v.custom_path === "string" && v.custom_path.trim()) {
-      const parsed = parseCameraFile(v.custom_path);
-      if (parsed.error) {
-        this.show(null, "custom", parsed.error);
-      } else {
-        this.show(parsed.path, "custom", `custom_path: ${parsed.path.frames.length} cameras (resampled to the clip)`);
-      }
-      return;
-    }
     // Values outside a widget's own range (set by a script) are reported here: the server would refuse
     // them with HTTP 400, which the browser logs as a console error.
     for (const name of ["amount", "frames", "pivot_distance"]) {
       const { min, max } = widgetOf(this.node, name)?.options ?? {};
       const value = v[name];
       if (typeof value !== "number" || !Number.isFinite(value) || value < (min ?? -Infinity) || value > (max ?? Infinity)) {
-        this.show(null, "preset", `${name} must be between ${min} and ${max}, got ${value}`);
+        this.show(null, "none", `${name} must be between ${min} and ${max}, got ${value}`);
         return;
       }
     }
-    const pivot = v.pivot_distance > 0 ? v.pivot_distance : this.run?.pivot_distance ?? 1.0;
     // With a point cloud connected the node takes the clip's frame count: the last run knows it.
     const frames = this.pointCloudLinked() && this.run ? this.run.path.frames.length : v.frames;
-    const body = { preset: v.preset, amount: v.amount, easing: v.easing, frames, pivot_distance: pivot,
-      fov_deg: this.run?.source_fov_deg ?? 60.0 };
+    // Every value the node's choice depends on: the server picks custom path, camera file or preset.
+    // An automatic pivot is drawn with the last run's (its depth's) until the node runs again.
+    const body = { preset: v.preset, amount: v.amount, easing: v.easing, frames, pivot_distance: v.pivot_distance,
+      camera_file: v.camera_file ?? null, custom_path: v.custom_path ?? "", fov_deg: this.run?.source_fov_deg ?? 60.0,
+      stand_in_pivot: this.run?.points ? this.run.pivot_distance ?? null : null };
     const response = await api.fetchApi("/recapture/camera_path", { method: "POST", body: JSON.stringify(body),
       headers: { "Content-Type": "application/json" } });
     const data = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
     if (id !== this.requests || this.disposed) return; // a newer change is on its way
     if (!response.ok) {
-      this.show(null, "preset", data.error ?? `HTTP ${response.status}`);
+      this.show(null, "none", data.error ?? `HTTP ${response.status}`);
       return;
     }
-    this.presetPath = data;
-    const pivotNote = v.pivot_distance > 0 ? "" : this.run ? " (pivot from the depth)" : " (pivot 1 until a run)";
-    this.show(data, "preset", `${v.preset} ${v.amount}, ${data.frames.length} frames${pivotNote}`);
+    if (data.source !== "custom") this.presetPath = data.path;
+    this.show(data.path, data.source, data.description, data.pivot_distance);
   }
 
-  show(path, source, status) {
+  show(path, source, status, pivot = null) {
     this.path = path;
     this.pathSource = source;
+    this.pivot = pivot;
     this.setStatus(status);
+    // A custom path or camera file overrides the preset widgets: the caption says so, in the path's colour.
+    this.statusLine.style.color = source === "custom" || source === "file" ? "#ffd24a" : "";
     const n = path?.frames.length ?? 1;
     this.scrubber.max = String(Math.max(0, n - 1));
     this.selected = Math.min(this.selected, n - 1);
@@ -391,7 +375,7 @@ class CameraEditor {
   // --- drawing --------------------------------------------------------------------------------------
   /** The scene's size: the pivot distance, else the path's extent. Sets frustum size and view. */
   scale() {
-    const pivot = widgetOf(this.node, "pivot_distance")?.value;
+    const pivot = this.pivot ?? widgetOf(this.node, "pivot_distance")?.value;
     if (pivot > 0) return pivot;
     if (this.run?.pivot_distance > 0) return this.run.pivot_distance;
     const extent = Math.max(0, ...(this.path?.frames ?? []).map((f) => Math.hypot(f.pose[0][3], f.pose[1][3], f.pose[2][3])));
