@@ -9,7 +9,7 @@ import comfy.model_management
 import torch
 
 from ..recapture import camera
-from ..recapture.config import PointCloudConfig, RenderConfig, setting_of
+from ..recapture.config import CameraConfig, PointCloudConfig, RenderConfig, setting_of
 from ..recapture.types import CameraPath, PointCloud
 from ._api import Progress, input_files, input_path, io, output_file, require_finite, setting_input, video_player
 from .depth import DepthType
@@ -93,21 +93,11 @@ class ReCaptureCameraTrajectory(io.ComfyNode):
                 "node shows the path (and, after a run, the first frame's point cloud)."
             ),
             inputs=[
-                io.Combo.Input("preset", options=list(camera.PRESETS), default="orbit_left",
-                               tooltip="orbit_*: circle the subject at the pivot distance; pan/tilt/roll: rotate "
-                                       "in place; truck/pedestal/dolly: move sideways/up-down/forward; zoom: "
-                                       "change the focal length only."),
-                io.Float.Input("amount", default=20.0, min=camera.AMOUNT_RANGE[0], max=camera.AMOUNT_RANGE[1], step=1.0,
-                               tooltip="Degrees for orbit/pan/tilt/roll; percent of the subject distance for "
-                                       "truck/pedestal/dolly; percent focal-length change for zoom (50: x1.5 "
-                                       "in, /1.5 out). Negative reverses the move."),
-                io.Combo.Input("easing", options=list(camera.EASINGS), default="ease_in_out",
-                               tooltip="How the move speeds up and slows down over the clip."),
-                io.Int.Input("frames", default=14, min=camera.FRAMES_RANGE[0], max=camera.FRAMES_RANGE[1],
-                             tooltip="Number of frames; a connected point cloud sets it instead."),
-                io.Float.Input("pivot_distance", default=0.0, min=camera.PIVOT_RANGE[0], max=camera.PIVOT_RANGE[1], step=0.1,
-                               tooltip="Distance from the camera to the subject the orbit circles (scene units). "
-                                       "0 = the depth at the image centre of the connected point cloud."),
+                setting_input(CameraConfig, "preset"),
+                setting_input(CameraConfig, "amount"),
+                setting_input(CameraConfig, "easing"),
+                setting_input(CameraConfig, "frames"),
+                setting_input(CameraConfig, "pivot_distance"),
                 io.Combo.Input("camera_file", options=[NO_FILE] + input_files(PATH_FILE_EXTENSIONS), default=NO_FILE,
                                tooltip="A camera path file in the input folder; it replaces the preset and is "
                                        "resampled to the frame count."),

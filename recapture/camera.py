@@ -28,23 +28,22 @@ from pathlib import Path
 
 import torch
 
+from .config import EASINGS, PRESETS, CameraConfig, PointCloudConfig, setting_of
 from .files import atomic_path
 from .geometry import focal_from_fov, fov_from_focal
 from .types import CameraPath, PointCloud
 
-PRESETS = (
-    "static",
-    "orbit_left", "orbit_right", "orbit_up", "orbit_down",
-    "pan_left", "pan_right", "tilt_up", "tilt_down", "roll_left", "roll_right",
-    "truck_left", "truck_right", "pedestal_up", "pedestal_down", "dolly_in", "dolly_out",
-    "zoom_in", "zoom_out",
-)
-EASINGS = ("linear", "ease_in", "ease_out", "ease_in_out")
-# The Camera Trajectory node's widget ranges; the editor's requests are held to the same.
-AMOUNT_RANGE = (-3600.0, 3600.0)
-FRAMES_RANGE = (1, 10_000)
-PIVOT_RANGE = (0.0, 100_000.0)  # 0 = automatic: the depth at the image centre
-FOV_RANGE = (1.0, 179.0)
+
+def _range(config: type, name: str) -> tuple:
+    s = setting_of(config, name)
+    return s.min, s.max
+
+
+# The node's widget ranges (recapture.config); the editor's requests are held to the same.
+AMOUNT_RANGE = _range(CameraConfig, "amount")
+FRAMES_RANGE = _range(CameraConfig, "frames")
+PIVOT_RANGE = _range(CameraConfig, "pivot_distance")  # 0 = automatic: the depth at the image centre
+FOV_RANGE = _range(PointCloudConfig, "fov_deg")
 
 # preset -> (kind, axis or direction, sign). Rotation axes are in the source camera's frame.
 _X, _Y, _Z = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)
@@ -98,7 +97,7 @@ def _rigid(rotation: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
 
 
 def preset_path(preset: str, num_frames: int, amount: float, *, pivot_distance: float = 1.0,
-                easing: str = "ease_in_out", source_fov_deg: float = 60.0) -> CameraPath:
+                easing: str = CameraConfig.easing, source_fov_deg: float = PointCloudConfig.fov_deg) -> CameraPath:
     """A preset camera move over ``num_frames`` frames (see the module docstring for directions).
 
     Args:
@@ -351,7 +350,7 @@ def choose_camera_path(preset: str, amount: float, easing: str, frames: int, piv
     if source_fov_deg is not None:
         fov = _number(source_fov_deg, "fov_deg", float, *FOV_RANGE)
     else:
-        fov = cloud.fov_deg() if cloud is not None else 60.0
+        fov = cloud.fov_deg() if cloud is not None else PointCloudConfig.fov_deg
     custom_path = "" if custom_path is None else custom_path
     if not isinstance(custom_path, str):
         raise CameraPathError(f"'custom_path' must be text (a ReCapture camera file as JSON), got {custom_path!r}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DEPTH_KINDS, PointCloudConfig, RenderConfig, SampleConfig, TrainConfig, memory_from_switch, setting_of
+from .config import DEPTH_KINDS, PRESETS, CameraConfig, PointCloudConfig, RenderConfig, SampleConfig, TrainConfig, memory_from_switch, setting_of
 from .files import atomic_path
 from .lora import DEFAULT_NAME as DEFAULT_LORA_NAME
 from .memory import OutOfMemory
@@ -23,6 +23,7 @@ from .memory import OutOfMemory
 TRAIN_FLAGS = {"steps": "--steps", "learning_rate": "--lr", "rank": "--rank"}
 SAMPLE_FLAGS = {"steps": "--sample-steps", "min_guidance": "--min-guidance", "max_guidance": "--max-guidance",
                 "refine_strength": "--refine", "decode_chunk_size": "--decode-chunk-size"}
+CAMERA_FLAGS = {"amount": "--amount", "easing": "--easing", "pivot_distance": "--pivot-distance"}
 POINT_CLOUD_FLAGS = {"fov_deg": "--fov", "near": "--near", "far": "--far", "edge_threshold": "--edge-threshold"}
 SHARED_FLAGS = {"seed": "--seed", "fps": "--svd-fps", "motion_bucket_id": "--motion-bucket-id",
                 "noise_aug_strength": "--noise-aug-strength"}
@@ -262,8 +263,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _anchor_options(a: argparse.ArgumentParser) -> None:
-    from .camera import EASINGS, PRESETS
-
     a.add_argument("--video", required=True, help="video file, or folder of numbered PNG/JPG frames")
     a.add_argument("--depth", required=True,
                    help="depth of those frames: .npy of shape (N,H,W), or a depth video / frames folder (grey)")
@@ -271,14 +270,10 @@ def _anchor_options(a: argparse.ArgumentParser) -> None:
     for name, flag in POINT_CLOUD_FLAGS.items():
         _setting_option(a, PointCloudConfig, name, flag)
     move = a.add_mutually_exclusive_group(required=True)
-    move.add_argument("--camera", choices=PRESETS, help="camera move preset")
+    move.add_argument("--camera", choices=PRESETS, help=f"camera move preset: {setting_of(CameraConfig, 'preset').help}")
     move.add_argument("--camera-file", help="camera path file: ReCapture JSON, RealEstate10K .txt, NeRF transforms.json")
-    a.add_argument("--amount", type=float, default=20.0,
-                   help="preset amount: degrees (orbit/pan/tilt/roll), percent of the subject distance "
-                        "(truck/pedestal/dolly), percent focal-length change (zoom: 50 = x1.5)")
-    a.add_argument("--easing", choices=EASINGS, default="ease_in_out", help="speed profile of the move")
-    a.add_argument("--pivot-distance", type=float, default=0.0,
-                   help="orbit pivot distance (0: the depth at the image centre)")
+    for name, flag in CAMERA_FLAGS.items():
+        _setting_option(a, CameraConfig, name, flag)
     a.add_argument("--start", type=int, default=0, help="first frame")
     a.add_argument("--frames", type=int, default=14, help="number of frames")
     a.add_argument("--every", type=int, default=1, help="take every n-th frame")
@@ -312,8 +307,8 @@ def _number(kind: type, low, high):
 def _setting_option(p: argparse.ArgumentParser, config: type, name: str, flag: str, help: str | None = None) -> None:
     """An option for a config field: its default, range and help from ``recapture.config``."""
     s = setting_of(config, name)
-    p.add_argument(flag, type=_number(type(s.default), s.min, s.max), default=s.default,
-                   help=f"{help or s.help} (default {s.default})")
+    kind = {"choices": s.choices} if s.choices else {"type": _number(type(s.default), s.min, s.max)}
+    p.add_argument(flag, **kind, default=s.default, help=f"{help or s.help} (default {s.default})")
 
 
 def _svd_options(p: argparse.ArgumentParser) -> None:

@@ -59,6 +59,34 @@ class PointCloudConfig:
                                     max=1.0, step=0.005)
 
 
+# Camera moves (their directions: recapture.camera's docstring).
+PRESETS = (
+    "static",
+    "orbit_left", "orbit_right", "orbit_up", "orbit_down",
+    "pan_left", "pan_right", "tilt_up", "tilt_down", "roll_left", "roll_right",
+    "truck_left", "truck_right", "pedestal_up", "pedestal_down", "dolly_in", "dolly_out",
+    "zoom_in", "zoom_out",
+)
+EASINGS = ("linear", "ease_in", "ease_out", "ease_in_out")
+
+
+@dataclass
+class CameraConfig:
+    """A camera move (``recapture.camera.choose_camera_path``)."""
+
+    preset: str = setting("orbit_left", "orbit_*: circle the subject at the pivot distance; pan/tilt/roll: rotate in "
+                          "place; truck/pedestal/dolly: move sideways/up-down/forward; zoom: change the focal length "
+                          "only.", choices=PRESETS)
+    amount: float = setting(20.0, "Degrees for orbit/pan/tilt/roll; percent of the subject distance for "
+                            "truck/pedestal/dolly; percent focal-length change for zoom (50: x1.5 in, /1.5 out). "
+                            "Negative reverses the move.", min=-3600.0, max=3600.0, step=1.0)
+    easing: str = setting("ease_in_out", "How the move speeds up and slows down over the clip.", choices=EASINGS)
+    frames: int = setting(14, "Number of frames; a connected point cloud sets it instead.", min=1, max=10_000)
+    pivot_distance: float = setting(0.0, "Distance from the camera to the subject the orbit circles (scene units). "
+                                    "0 = the depth at the image centre of the point cloud.", min=0.0,
+                                    max=100_000.0, step=0.1)
+
+
 @dataclass
 class RenderConfig:
     """Rendering the anchor (``recapture.render.render_anchor``)."""

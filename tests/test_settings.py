@@ -9,11 +9,16 @@ from dataclasses import fields
 import pytest
 
 from recapture import config, geometry
-from recapture.cli import SAMPLE_FLAGS, SHARED_FLAGS, TRAIN_FLAGS, build_parser
-from recapture.config import MEMORY_PLANS, SampleConfig, TrainConfig, memory_plan, setting_of
+from recapture.cli import CAMERA_FLAGS, POINT_CLOUD_FLAGS, SAMPLE_FLAGS, SHARED_FLAGS, TRAIN_FLAGS, build_parser
+from recapture.config import (MEMORY_PLANS, CameraConfig, PointCloudConfig, RenderConfig, SampleConfig, TrainConfig,
+                              memory_plan, setting_of)
 
 # node -> {input: (config class, field)}: every node input that is a setting of the method
 NODE_SETTINGS = {
+    "ReCaptureDepthToPointCloud": {name: (PointCloudConfig, name) for name in ("near", "far", "fov_deg", "edge_threshold")},
+    "ReCaptureCameraTrajectory": {name: (CameraConfig, name) for name in ("preset", "amount", "easing", "frames",
+                                                                          "pivot_distance")},
+    "ReCaptureRenderAnchor": {"dilate_holes": (RenderConfig, "dilate_holes")},
     "ReCaptureTrainMaskedLoRA": {name: (TrainConfig, name) for name in (
         "steps", "learning_rate", "rank", "seed", "conditioning_frame", "fps", "motion_bucket_id", "noise_aug_strength",
         "mask_erosion")},
@@ -38,7 +43,7 @@ def test_training_and_sampling_share_svd_conditioning_defaults():
 
 
 def test_every_setting_has_a_range_inside_which_its_default_lies():
-    for cls in (TrainConfig, SampleConfig):
+    for cls in (PointCloudConfig, CameraConfig, RenderConfig, TrainConfig, SampleConfig):
         for f in fields(cls):
             if "setting" not in f.metadata:
                 continue
@@ -51,6 +56,17 @@ def test_every_setting_has_a_range_inside_which_its_default_lies():
     assert memory_plan(TrainConfig.memory) is MEMORY_PLANS["balanced"]
     with pytest.raises(ValueError, match="unknown memory plan 'huge'"):
         memory_plan("huge")
+
+
+def test_anchor_command_line_defaults_are_the_configs():
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["anchor"]
+    options = {a.option_strings[0]: a for a in sub._actions if a.option_strings}
+    for cls, table in ((PointCloudConfig, POINT_CLOUD_FLAGS), (CameraConfig, CAMERA_FLAGS),
+                       (RenderConfig, {"dilate_holes": "--dilate-holes"})):
+        for name, flag in table.items():
+            assert options[flag].default == setting_of(cls, name).default, flag
+    assert list(options["--easing"].choices) == list(setting_of(CameraConfig, "easing").choices)
+    assert list(options["--depth-kind"].choices) == list(setting_of(PointCloudConfig, "depth_kind").choices)
 
 
 @pytest.mark.parametrize("command", ["train", "sample", "run"])
@@ -86,6 +102,8 @@ def test_node_inputs_are_the_configs(comfy):
             assert options["default"] == s.default, (node, name)
             assert (options.get("min"), options.get("max")) == (s.min, s.max), (node, name)
             assert options["tooltip"] == s.help, (node, name)
-        for name in ("low_memory",):
-            assert every[name][1]["default"] is False
-            assert every[name][1]["tooltip"] == setting_of(cls, "memory").help, node
+        if node.startswith("ReCaptureT") or node.startswith("ReCaptureS"):  # Stage 2: one memory switch
+            assert every["low_memory"][1]["default"] is False
+            assert every["low_memory"][1]["tooltip"] == setting_of(cls, "memory").help, node
+    assert info["ReCaptureDepthToPointCloud"]["input"]["required"]["depth_kind"][1]["default"] == \
+        setting_of(PointCloudConfig, "depth_kind").default
