@@ -10,9 +10,11 @@ PY=${PY:-python3}
 log=${OUT:-.}/$([ -n "${OUT:-}" ] && echo gpu.log || echo bench-gpu.log)
 export PYTHONUNBUFFERED=1
 if [ -n "${DRY:-}" ]; then
-  size=(--device cpu --height 64 --width 128) tiny=(--tiny) render=(--device cpu --frames 4 --height 64 --width 128)
+  # tiny models on 4 frames and 3 steps: the sequence and the log lines, in a minute
+  size=(--device cpu --height 64 --width 128) tiny=(--tiny --frames 4) short=(--steps 3)
+  render=(--device cpu --frames 4 --height 64 --width 128)
 else
-  size=(--device cuda) tiny=() render=(--device cuda)
+  size=(--device cuda) tiny=() short=() render=(--device cuda)
 fi
 failed=0
 run() {
@@ -24,15 +26,15 @@ run() {
 } 2>&1 | tee -a "$log"
 # cheapest first, so that a run stopped at its time limit still brings the most back
 run bench/render.py "${render[@]}"
-run bench/train.py "${size[@]}" "${tiny[@]}" --steps 6
-run bench/train.py "${size[@]}" "${tiny[@]}" --steps 6 --keep-from-flops none  # recompute everything
-run bench/train.py "${size[@]}" "${tiny[@]}" --steps 6 --memory low
+run bench/train.py "${size[@]}" "${tiny[@]}" --steps 6 "${short[@]}"
+run bench/train.py "${size[@]}" "${tiny[@]}" --steps 6 "${short[@]}" --keep-from-flops none  # recompute everything
+run bench/train.py "${size[@]}" "${tiny[@]}" --steps 6 "${short[@]}" --memory low
 [ -z "${DRY:-}" ] && run bench/train.py --device cuda --steps 6 --height 320 --width 576
 [ -z "${DRY:-}" ] && run bench/train.py --device cuda --steps 4 --memory fast  # ~50 GiB: 80 GB cards only
-run bench/sample.py "${size[@]}" "${tiny[@]}"
-run bench/sample.py "${size[@]}" "${tiny[@]}" --memory low --decode-chunk 2
+run bench/sample.py "${size[@]}" "${tiny[@]}" "${short[@]}"
+run bench/sample.py "${size[@]}" "${tiny[@]}" "${short[@]}" --memory low --decode-chunk 2
 if [ -n "${DRY:-}" ]; then
-  run bench/workflow.py --device cpu --tiny --frames 4 --height 64 --width 128 --train-steps 4 --sample-steps 4
+  run bench/workflow.py --device cpu --tiny --frames 4 --height 64 --width 128 --train-steps 3 --sample-steps 3
 else
   run bench/workflow.py --device cuda
 fi
