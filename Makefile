@@ -16,11 +16,13 @@ test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
+# the library alone: no ComfyUI (neither its server nor its modules) and no browser
 test-unit: setup
-	$(PY) -m pytest -m "not comfy and not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not comfy and not comfy_code and not browser" $(PYTEST_ARGS)
 
+# ComfyUI: its server, and its own modules as the reference
 test-comfy: setup
-	$(PY) -m pytest -m comfy $(PYTEST_ARGS)
+	$(PY) -m pytest -m "(comfy or comfy_code) and not browser" $(PYTEST_ARGS)
 
 test-browser: setup
 	$(PY) -m pytest -m browser $(PYTEST_ARGS)

@@ -1,4 +1,9 @@
-"""Shared fixtures: one real ComfyUI server per test session, and a headless Chromium on it."""
+"""Shared fixtures: one real ComfyUI server per test session, a headless Chromium on it and a page of
+its frontend (browser tests' helpers: browser_pages.py), ComfyUI's own modules as a reference, tiny models.
+
+Test modules take fixtures from here and helpers from conftest.py / browser_pages.py, never from another
+test module; Playwright is imported only inside the browser fixtures, so the tiers without a browser
+collect where it is not installed. The markers must say what a test needs (``marker_problems`` below)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,37 @@ from comfy_harness import REPO, ComfyServer
 ARTIFACTS = Path(os.environ.get("RECAPTURE_TEST_ARTIFACTS", REPO / "test-artifacts"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# fixtures that start a ComfyUI server: the session's, and test_comfy_robustness.py's own (network guard)
+SERVER_FIXTURES = {"comfy", "server"}
+
+
+def marker_problems(item) -> list[str]:
+    """Where a test's markers do not say what it needs, so that ``-m`` picks tiers honestly:
+    ``comfy`` starts a server, ``comfy_code`` imports ComfyUI's modules without one, ``browser`` drives
+    Chromium (against a server; browser tests are not also marked ``comfy``)."""
+    uses, marks = set(item.fixturenames), {m.name for m in item.iter_markers()}
+    server, problems = bool(uses & SERVER_FIXTURES), []
+    if "browser" in uses and "browser" not in marks:
+        problems.append("drives Chromium but is not marked browser")
+    if "browser" in marks and "browser" not in uses:
+        problems.append("is marked browser but drives no browser")
+    if server and not marks & {"comfy", "browser"}:
+        problems.append("starts a ComfyUI server but is not marked comfy")
+    if "comfy" in marks and not server:
+        problems.append("is marked comfy but starts no server (mark comfy_code if it imports ComfyUI's modules)")
+    if "comfy_code" in uses and not marks & {"comfy_code", "comfy", "browser"}:
+        problems.append("imports ComfyUI's modules (comfy_code) but is not marked comfy_code")
+    if "comfy_code" in marks and ("comfy_code" not in uses or server):
+        problems.append("is marked comfy_code but " + ("starts a server: mark it comfy" if server
+                                                        else "does not use the comfy_code fixture"))
+    return problems
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: every collected test is checked
+def pytest_collection_modifyitems(config, items):
+    problems = [f"{item.nodeid} {problem}" for item in items for problem in marker_problems(item)]
+    if problems:
+        raise pytest.UsageError("test markers do not match the fixtures used:\n  " + "\n  ".join(problems))
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +90,22 @@ def browser(artifacts):
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture
+def canvas(browser, comfy, artifacts):
+    """A page of the real frontend with the canvas ready; ``page.messages`` collects its console messages
+    and page errors (``browser_pages.pack_console_errors`` picks the pack's)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    messages: list[dict] = []
+    page.on("console", lambda m: messages.append({"type": m.type, "text": m.text, "url": m.location.get("url", "")}))
+    page.on("pageerror", lambda e: messages.append({"type": "error", "text": str(e), "url": ""}))
+    page.goto(comfy.url, wait_until="domcontentloaded")
+    page.wait_for_function("() => window.app && window.app.graph && window.app.canvas", timeout=60_000)
+    page.wait_for_timeout(1500)
+    page.messages = messages
+    yield page
+    page.close()
 
 
 def _packaged_file(distribution: str, suffix: str) -> Path:
@@ -110,44 +162,66 @@ TINY_COMFY_UNET = dict(
     use_linear_in_transformer=True, adm_in_channels=24, num_classes="sequential", extra_ff_mix_layer=True,
     use_spatial_context=True, merge_strategy="learned_with_images", merge_factor=0.0, video_kernel_size=[3, 1, 1],
     use_temporal_resblock=True, use_temporal_attention=True, disable_temporal_crossattention=False)
-# ComfyUI's SVD VAE (as comfy/sd.py builds it) at the tiny VAE's size
-TINY_COMFY_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
-                  "ch_mult": [1, 1, 1, 1], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+
+
+def comfy_vae_config(ch: int = 128, ch_mult=(1, 2, 4, 4)) -> dict:
+    """ComfyUI's SVD VAE encoder parameters (as comfy/sd.py builds them): SVD's size by default."""
+    return {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": ch,
+            "ch_mult": list(ch_mult), "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+
+
+# ComfyUI's SVD VAE at the tiny VAE's size
+TINY_COMFY_VAE = comfy_vae_config(ch=32, ch_mult=(1, 1, 1, 1))
 
 
 @pytest.fixture(scope="session")
 def comfy_code():
-    """ComfyUI's own modules, imported from the dev checkout on the CPU (reference implementations)."""
+    """ComfyUI's own modules, imported from the dev checkout ($COMFYUI_PATH) on the CPU, without a server:
+    the reference implementations the library is compared with. Tests that use it are marked
+    ``comfy_code`` (or ``comfy`` where they also start a server)."""
     import sys
     import types
 
     from comfy_harness import comfyui_path
 
-    sys.path.insert(0, str(comfyui_path()))
+    path = str(comfyui_path())
+    if path not in sys.path:
+        sys.path.insert(0, path)
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = True  # before model_management picks a device
+    import comfy.clip_model
     import comfy.clip_vision
     import comfy.lora
+    import comfy.model_detection
     import comfy.model_patcher
     import comfy.ops
     import comfy.sd
+    import comfy.supported_models
     from comfy.ldm.models.autoencoder import AutoencodingEngine
     from comfy.ldm.modules.diffusionmodules.openaimodel import Timestep, UNetModel
 
-    def tiny_vae():
+    def vae(ch: int = 128, ch_mult=(1, 2, 4, 4)):
+        """ComfyUI's SVD VAE (temporal decoder), SVD's size by default; weights left uninitialised."""
+        params = comfy_vae_config(ch, ch_mult)
         return AutoencodingEngine(
             regularizer_config={"target": "comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer"},
-            encoder_config={"target": "comfy.ldm.modules.diffusionmodules.model.Encoder", "params": TINY_COMFY_VAE},
+            encoder_config={"target": "comfy.ldm.modules.diffusionmodules.model.Encoder", "params": params},
             decoder_config={"target": "comfy.ldm.modules.temporal_ae.VideoDecoder",
-                            "params": dict(TINY_COMFY_VAE, video_kernel_size=[3, 1, 1], alpha=0.0)}).eval()
+                            "params": dict(params, video_kernel_size=[3, 1, 1], alpha=0.0)})
+
+    def tiny_vae():
+        return vae(TINY_COMFY_VAE["ch"], TINY_COMFY_VAE["ch_mult"]).eval()
 
     def tiny_unet():
         return UNetModel(**TINY_COMFY_UNET, operations=comfy.ops.disable_weight_init, dtype=torch.float32).eval()
 
     return types.SimpleNamespace(lora=comfy.lora, sd=comfy.sd, patcher=comfy.model_patcher, ops=comfy.ops,
-                                 clip_vision=comfy.clip_vision, UNetModel=UNetModel, Timestep=Timestep,
-                                 tiny_vae=tiny_vae, tiny_unet=tiny_unet)
+                                 clip_vision=comfy.clip_vision, clip_model=comfy.clip_model,
+                                 detection=comfy.model_detection, svd=comfy.supported_models.SVD_img2vid,
+                                 clip_h_json=comfyui_path() / "comfy" / "clip_vision_config_h.json",
+                                 UNetModel=UNetModel, Timestep=Timestep, vae=vae, tiny_vae=tiny_vae,
+                                 tiny_unet=tiny_unet)
 
 
 def save_tiny_single_file_svd(comfy_code, path: Path) -> Path:

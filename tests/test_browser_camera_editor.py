@@ -13,65 +13,19 @@ import torch
 
 from comfy_harness import REPO
 from recapture import camera
-from test_browser_canvas import canvas, pack_console_errors  # noqa: F401  (the page fixture)
+from browser_pages import changed, pack_console_errors, pixels, set_widget, wait_status
 
 pytestmark = pytest.mark.browser
 
 NODE = "ReCaptureCameraTrajectory"
 NO_FILE = "(none: use the preset)"
 CAMERA_FILE = "editor_browser_orbit.json"  # written into the server's input folder by the camera_file fixture
-BACKGROUND = (0x15, 0x18, 0x1D)
-
-# Reads an editor's canvas: pixels that are not background, distinct colours, a coarse pixel sample for
-# comparing two drawings, and how many pixels are near the source (white) and selected (green) colours.
-PIXELS_JS = """(id) => {
-  const editor = window.app.graph.getNodeById(id).recaptureEditor;
-  const src = editor.canvas, w = src.width, h = src.height;
-  const c = document.createElement('canvas'); c.width = w; c.height = h;
-  const ctx = c.getContext('2d'); ctx.drawImage(src, 0, 0);
-  const d = ctx.getImageData(0, 0, w, h).data;
-  let drawn = 0, white = 0, green = 0; const colours = new Set(), sample = [];
-  for (let i = 0; i < d.length; i += 4) {
-    const r = d[i], g = d[i + 1], b = d[i + 2];
-    if (Math.abs(r - %d) + Math.abs(g - %d) + Math.abs(b - %d) > 24) drawn++;
-    if (r > 200 && g > 200 && b > 200) white++;
-    if (g > 180 && r < 140 && b < 160) green++;
-    colours.add((r >> 3) << 10 | (g >> 3) << 5 | (b >> 3));
-    if ((i / 4) %% 7 === 0) sample.push(r + g + b);
-  }
-  return {w, h, drawn, white, green, distinct: colours.size, sample, renders: editor.renders};
-}""" % BACKGROUND
-
-
 def add_node(page, node_id: int, pos: tuple[int, int], **widgets) -> None:
     page.evaluate("""([id, pos, widgets]) => {
       const n = LiteGraph.createNode('%s'); n.id = id; window.app.graph.add(n); n.pos = pos;
       for (const [k, v] of Object.entries(widgets)) n.widgets.find(w => w.name === k).value = v;
       window.app.graph.setDirtyCanvas(true, true);
     }""" % NODE, [node_id, list(pos), widgets])
-
-
-def set_widget(page, node_id: int, name: str, value) -> None:
-    """As the canvas does when a person edits a widget: new value, then its callback."""
-    page.evaluate("""([id, name, value]) => {
-      const w = window.app.graph.getNodeById(id).widgets.find(w => w.name === name);
-      w.value = value; w.callback?.(value, window.app.canvas, window.app.graph.getNodeById(id));
-    }""", [node_id, name, value])
-
-
-def wait_status(page, node_id: int, text: str, timeout: int = 20_000) -> None:
-    page.wait_for_function("([id, text]) => window.app.graph.getNodeById(id)?.recaptureEditor?.status.includes(text)",
-                           arg=[node_id, text], timeout=timeout)
-    page.wait_for_timeout(300)  # the redraw follows the status line in the same task; let it land
-
-
-def pixels(page, node_id: int) -> dict:
-    return page.evaluate(PIXELS_JS, node_id)
-
-
-def changed(a: dict, b: dict) -> int:
-    assert len(a["sample"]) == len(b["sample"])
-    return sum(abs(x - y) > 40 for x, y in zip(a["sample"], b["sample"]))
 
 
 def fresh_graph(page) -> None:

@@ -3,45 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from browser_pages import pack_console_errors, temp_frames
 
 pytestmark = pytest.mark.browser
-
-
-def pack_console_errors(messages: list[dict]) -> list[dict]:
-    """Console errors that come from this pack.
-
-    The core frontend logs a few 404s of its own, and its look-ups of node ids on the public registry
-    (api.comfy.org/comfy-nodes/<id>) fail without a network: neither is ours.
-    """
-    return [m for m in messages if m["type"] == "error"
-            and ("recapture" in m["text"].lower() or "recapture" in m["url"].lower())
-            and not m["url"].startswith("https://api.comfy.org/")]
-
-
-def temp_frames(comfy, prefix: str, size: tuple[int, int], colours: list[tuple[int, int, int]]) -> list[dict]:
-    """Plain-colour PNGs in the server's temp folder, named as a node's ui output names its previews."""
-    from PIL import Image
-
-    names = [f"{prefix}_{i}.png" for i in range(len(colours))]
-    for name, colour in zip(names, colours):
-        Image.new("RGB", size, colour).save(comfy.base / "temp" / name)
-    return [{"filename": n, "subfolder": "", "type": "temp"} for n in names]
-
-
-@pytest.fixture
-def canvas(browser, comfy, artifacts):
-    """A page with the canvas ready; collects console messages and page errors."""
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    messages: list[dict] = []
-    page.on("console", lambda m: messages.append({"type": m.type, "text": m.text, "url": m.location.get("url", "")}))
-    page.on("pageerror", lambda e: messages.append({"type": "error", "text": str(e), "url": ""}))
-    page.goto(comfy.url, wait_until="domcontentloaded")
-    page.wait_for_function("() => window.app && window.app.graph && window.app.canvas", timeout=60_000)
-    page.wait_for_timeout(1500)
-    page.messages = messages
-    yield page
-    page.close()
 
 
 def test_extension_loads_without_console_errors(canvas, artifacts):
@@ -52,6 +17,8 @@ def test_extension_loads_without_console_errors(canvas, artifacts):
 
 
 def test_node_found_in_search_and_added(canvas, artifacts):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     canvas.evaluate("() => { window.app.graph.clear(); window.app.graph.setDirtyCanvas(true, true); }")
     before = 0
     # Double-clicking empty canvas opens the node search box, as a person would (and as a person would,

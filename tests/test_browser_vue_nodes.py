@@ -7,9 +7,8 @@ import json
 
 import pytest
 
+from browser_pages import changed, pack_console_errors, pixels, set_widget, temp_frames, wait_status
 from comfy_harness import REPO
-from test_browser_camera_editor import changed, pixels, set_widget, wait_status
-from test_browser_canvas import canvas, pack_console_errors, temp_frames  # noqa: F401  (the page fixture)
 
 pytestmark = pytest.mark.browser
 

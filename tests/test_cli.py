@@ -96,29 +96,34 @@ def frame_count(path) -> tuple[int, int, int]:
     return len(frames), frames[0].width, frames[0].height
 
 
-def test_run_does_the_whole_method(sample, tiny_svd, tmp_path):
-    out = tmp_path / "run"
-    result = run_cli("run", "--video", str(sample / "recapture_sample.mp4"), "--depth",
+@pytest.fixture(scope="module")
+def anchor_file(sample, tmp_path_factory):
+    """anchor.npz of the sample at 64x64, as `anchor` writes it for `train` and `sample`."""
+    out = tmp_path_factory.mktemp("anchor")
+    result = run_cli("anchor", "--video", str(sample / "recapture_sample.mp4"), "--depth",
                      str(sample / "recapture_sample_depth"), "--depth-kind", "inverse", "--near", "2.4", "--far", "6",
-                     "--camera", "orbit_left", "--amount", "10", "--frames", "4", "--size", "64x64",
-                     "--svd", str(tiny_svd), "--steps", "2", "--rank", "4", "--sample-steps", "2", "--refine", "0.5",
-                     "--out", str(out))
+                     "--camera", "orbit_left", "--amount", "10", "--frames", "4", "--size", "64x64", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "train" in result.stderr and "sample" in result.stderr  # progress bars
-    assert frame_count(out / "recaptured.mp4") == (4, 64, 64)
-    assert (out / "anchor.npz").is_file() and (out / "recapture_temporal.safetensors").is_file()
+    return out / "anchor.npz"
 
-    # the same in two steps, reusing the anchor: train, then sample with the written LoRA pair
-    again = tmp_path / "again"
-    assert run_cli("train", "--anchor", str(out / "anchor.npz"), "--video", str(sample / "recapture_sample.mp4"),
-                   "--svd", str(tiny_svd), "--steps", "1", "--rank", "4", "--lora-name", "pair",
-                   "--low-memory", "--out", str(again)).returncode == 0
-    result = run_cli("sample", "--anchor", str(out / "anchor.npz"), "--lora-temporal",
-                     str(again / "pair_temporal.safetensors"), "--lora-spatial", str(again / "pair_spatial.safetensors"),
-                     "--svd", str(tiny_svd), "--sample-steps", "2", "--refine", "0", "--fps", "8", "--low-memory",
-                     "--decode-chunk-size", "2", "--out", str(again))
+
+def test_train_then_sample_with_the_written_lora_pair(sample, tiny_svd, anchor_file, tmp_path):
+    """The method in two commands, reusing an anchor: `train` writes the named LoRA pair, `sample` reads it
+    back (the whole method in one `run`, bit for bit: tests/test_no_behaviour_change.py)."""
+    result = run_cli("train", "--anchor", str(anchor_file), "--video", str(sample / "recapture_sample.mp4"),
+                     "--svd", str(tiny_svd), "--steps", "1", "--rank", "4", "--lora-name", "pair", "--low-memory",
+                     "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert frame_count(again / "recaptured.mp4") == (4, 64, 64)
+    assert "train" in result.stderr  # the progress bar
+    assert {p.name for p in tmp_path.glob("*.safetensors")} == {"pair_temporal.safetensors", "pair_spatial.safetensors"}
+    result = run_cli("sample", "--anchor", str(anchor_file), "--svd", str(tiny_svd),
+                     "--lora-temporal", str(tmp_path / "pair_temporal.safetensors"),
+                     "--lora-spatial", str(tmp_path / "pair_spatial.safetensors"),
+                     "--sample-steps", "2", "--refine", "0", "--fps", "8", "--low-memory", "--decode-chunk-size", "2",
+                     "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "sample" in result.stderr
+    assert frame_count(tmp_path / "recaptured.mp4") == (4, 64, 64)
 
 
 def test_train_refuses_a_pickled_model(sample, tmp_path):
@@ -130,19 +135,34 @@ def test_train_refuses_a_pickled_model(sample, tmp_path):
 
 
 def test_out_of_memory_is_advice_on_stderr(sample, tiny_svd, tmp_path, monkeypatch, capsys):
-    """A full GPU (made to happen on the CPU) ends the command with the ways out, not a traceback."""
+    """A full GPU (made to happen on the CPU) ends the command with the ways out in the command line's
+    terms, not a traceback; sampling's also name the decoder's chunk size."""
     import diffusers
 
     from recapture.cli import main
+
+    np.savez(tmp_path / "anchor.npz", anchor=np.full((4, 64, 64, 3), 0.5, np.float32), mask=np.ones((4, 64, 64), np.float32))
+    common = ["--anchor", str(tmp_path / "anchor.npz"), "--svd", str(tiny_svd)]
+    assert main(["train", *common, "--video", str(sample / "recapture_sample.mp4"), "--steps", "1", "--rank", "4",
+                 "--out", str(tmp_path / "pair")]) == 0  # a LoRA pair to sample with
 
     def exhausted(self, *args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(diffusers.UNetSpatioTemporalConditionModel, "forward", exhausted)
-    np.savez(tmp_path / "anchor.npz", anchor=np.full((4, 64, 64, 3), 0.5, np.float32), mask=np.ones((4, 64, 64), np.float32))
-    code = main(["train", "--anchor", str(tmp_path / "anchor.npz"), "--video", str(sample / "recapture_sample.mp4"),
-                 "--svd", str(tiny_svd), "--steps", "1", "--rank", "4", "--out", str(tmp_path / "out")])
+    capsys.readouterr()
+    code = main(["train", *common, "--video", str(sample / "recapture_sample.mp4"), "--steps", "1", "--rank", "4",
+                 "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2
-    assert "error: out of GPU memory while training on 4 frames at 64x64. Ways out: fewer frames" in err
-    assert not list(tmp_path.rglob("*.safetensors"))  # no LoRA file
+    assert ("error: out of GPU memory while training on 4 frames at 64x64. Ways out: fewer frames (--frames), a lower "
+            "resolution (e.g. --size 64x64), --low-memory, or close other programs") in err
+    assert not list((tmp_path / "out").rglob("*.safetensors"))  # no LoRA file
+    code = main(["sample", *common, "--lora-temporal", str(tmp_path / "pair" / "recapture_temporal.safetensors"),
+                 "--lora-spatial", str(tmp_path / "pair" / "recapture_spatial.safetensors"), "--sample-steps", "2",
+                 "--out", str(tmp_path / "sampled")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "error: out of GPU memory while sampling 4 frames at 64x64. Ways out: " in err
+    assert "--low-memory with --decode-chunk-size 2" in err
+    assert not (tmp_path / "sampled" / "recaptured.mp4").exists()

@@ -142,15 +142,16 @@ class RecaptureTestPoisonPointCloud:
 
 
 class RecaptureTestOutOfMemory:
-    """The next call of the SVD UNet fails as a full GPU does, once."""
+    """The next call of the SVD UNet fails as a full GPU does, once (after `after`, when linked)."""
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"svd": ("RECAPTURE_SVD",), "tag": ("INT", {"default": 0})}}
+        return {"required": {"svd": ("RECAPTURE_SVD",), "tag": ("INT", {"default": 0})},
+                "optional": {"after": ("RECAPTURE_LORA",)}}
     RETURN_TYPES = ("RECAPTURE_SVD",)
     FUNCTION = "run"
     CATEGORY = "testing"
 
-    def run(self, svd, tag):
+    def run(self, svd, tag, after=None):
         unet = svd.unet
 
         def exhausted(*args, **kwargs):
@@ -581,3 +582,13 @@ def test_out_of_memory_in_the_server_gives_advice_and_the_next_prompt_trains(ser
     # the same model object (cached by the server) trains normally on the next prompt
     server.run(training_prompt(steps=2, name="after_oom"))
     assert (loras / "after_oom_temporal.safetensors").is_file() and not list(loras.glob("oom*"))
+    # sampling's ways out also name the decoder's chunk size (the GPU fills after training, here)
+    prompt = training_prompt(steps=1, name="before_sampling_oom")
+    prompt["10"] = {"class_type": "RecaptureTestOutOfMemory", "inputs": {"svd": ["7", 0], "tag": 2, "after": ["8", 0]}}
+    prompt["11"] = sample_node(2)
+    prompt["11"]["inputs"]["svd"] = ["10", 0]
+    prompt["12"] = {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}}
+    message = run_error(server, prompt)
+    assert message.startswith("ReCaptureSVDDualLoRASample: out of GPU memory while sampling 4 frames at 64x64. "
+                              "Ways out: fewer frames"), message
+    assert "bf16 or fp16" in message and "low_memory on with decode_chunk_size 2" in message

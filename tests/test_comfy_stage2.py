@@ -1,4 +1,7 @@
-"""Stage 2a in the real server: load a tiny SVD folder, train on a rendered anchor, files and Cancel."""
+"""Stage 2a in the real server: load a tiny SVD folder, train on a rendered anchor, files and Cancel.
+
+(The whole method through the server, from a single-file checkpoint as users keep theirs: the shipped
+workflow in tests/test_workflows.py.)"""
 
 from __future__ import annotations
 
@@ -103,30 +106,6 @@ def test_bad_lora_name_is_refused(comfy, tiny_svd):
         comfy.run(training_prompt(tiny_svd, steps=1, name="../../escape"))
 
 
-def test_whole_method_train_sample_refine_save(comfy, tiny_svd):
-    import av
-
-    prompt = training_prompt(tiny_svd, steps=2, name="chain")
-    prompt.update({
-        "9": {"class_type": "ReCaptureSVDDualLoRASample", "inputs": {
-            "svd": ["6", 0], "lora": ["7", 0], "anchor": ["5", 0], "image_prompt": "first anchor frame", "steps": 3,
-            "seed": 0, "min_guidance": 1.0, "max_guidance": 3.0, "fps": 7, "motion_bucket_id": 127,
-            "noise_aug_strength": 0.02, "temporal_strength": 1.0, "spatial_strength": 1.0, "decode_chunk_size": 2}},
-        "10": {"class_type": "ReCaptureSDEditRefine", "inputs": {
-            "svd": ["6", 0], "lora": ["7", 0], "frames": ["9", 0], "strength": 0.5, "steps": 4, "seed": 0}},
-        "11": {"class_type": "CreateVideo", "inputs": {"images": ["10", 0], "fps": ["1", 1]}},
-        "12": {"class_type": "SaveVideo", "inputs": {"video": ["11", 0], "filename_prefix": "test/recaptured",
-                                                     "format": "auto", "codec": "auto"}},
-    })
-    entry = comfy.run(prompt)
-    saved = entry["outputs"]["12"]["images"][0]
-    with av.open(str(comfy.base / "output" / saved["subfolder"] / saved["filename"])) as c:
-        s = c.streams.video[0]
-        frames = list(c.decode(s))
-        assert float(s.average_rate) == pytest.approx(8.0)
-    assert len(frames) == 4 and (frames[0].width, frames[0].height) == (64, 64)
-
-
 def test_load_svd_lists_checkpoints_and_names_what_a_wrong_file_is(comfy, tiny_svd):
     import torch
     from safetensors.torch import save_file
@@ -141,15 +120,3 @@ def test_load_svd_lists_checkpoints_and_names_what_a_wrong_file_is(comfy, tiny_s
     entry = comfy.wait(comfy.queue({"1": load, "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}))
     assert entry["status"]["status_str"] == "error"
     assert "it looks like an SDXL checkpoint" in execution_error(entry)
-
-
-def test_training_from_a_tiny_single_file_checkpoint(comfy, tiny_svd, comfy_code):
-    """A single-file SVD in models/checkpoints, as ComfyUI users keep theirs, trained through the API."""
-    from conftest import save_tiny_single_file_svd
-
-    save_tiny_single_file_svd(comfy_code, comfy.base / "models" / "checkpoints" / "tiny_svd_xt.safetensors")
-    comfy.run(training_prompt("checkpoints/tiny_svd_xt.safetensors", steps=2, name="single_file"))
-    folder = comfy.base / "models" / "loras" / "recapture"
-    state, metadata = load_lora_file(folder / "single_file_temporal.safetensors")
-    assert metadata["recapture.adapter"] == "temporal" and "tiny_svd_xt" in metadata["recapture.settings"]
-    assert (folder / "single_file_spatial.safetensors").is_file()

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from conftest import tiny_svd_models
-from recapture.sampling import SampleConfig, sample_video
-from recapture.train import TrainConfig, train_recapture_lora
+from recapture.config import MEMORY_PLANS, SampleConfig, TrainConfig
+from recapture.sampling import sample_video
+from recapture.train import train_recapture_lora
 
 H = W = 32
 
@@ -55,12 +56,12 @@ def test_training_keeps_clip_and_vae_off_the_device_while_it_steps(models):
 
     models.moves.clear()
     train_recapture_lora(models, frames, torch.ones(4, H, W), frames,
-                         TrainConfig(steps=1, rank=4, offload_encoders=False))
-    assert models.moves == []
+                         TrainConfig(steps=1, rank=4, memory="fast"))
+    assert models.moves == []  # the fast plan leaves every model where it is
 
 
-@pytest.mark.parametrize("low_memory", [False, True])
-def test_sampling_moves_each_model_off_while_the_others_work(models, low_memory):
+@pytest.mark.parametrize("memory", ["fast", "balanced", "low"])
+def test_sampling_moves_each_model_off_while_the_others_work(models, memory):
     frames = clip()
     during_steps = []
     decoded_with = []
@@ -71,27 +72,32 @@ def test_sampling_moves_each_model_off_while_the_others_work(models, low_memory)
         return original_decode(*args, **kwargs)
 
     models.vae.decode = decode
-    out = sample_video(models, None, frames[0], 4, SampleConfig(steps=2, low_memory=low_memory),
+    out = sample_video(models, None, frames[0], 4, SampleConfig(steps=2, memory=memory),
                        on_step=lambda _: during_steps.append((where(models.moves, "vae"),
                                                               where(models.moves, "image_encoder"))))
     assert out.shape == (4, H, W, 3)
+    if memory == "fast":  # every model stays on the device
+        assert models.moves == [] and len(decoded_with) == 1 and len(during_steps) == 2
+        return
     assert during_steps == [("cpu", "cpu")] * 2
-    # CLIP's work ends with the prompt: it stays off while the VAE decodes, and so does the UNet in low_memory
-    assert set(decoded_with) == ({("cpu", "cpu")} if low_memory else {("home", "cpu")})
+    # CLIP's work ends with the prompt: it stays off while the VAE decodes, and so does the UNet in "low"
+    low = memory == "low"
+    assert set(decoded_with) == ({("cpu", "cpu")} if low else {("home", "cpu")})
     assert [m for m in models.moves if m[0] == "image_encoder"] == [("image_encoder", "cpu")] * 2  # off, back
-    assert ("unet", "cpu") in models.moves if low_memory else where(models.moves, "unet") == "home"
+    assert ("unet", "cpu") in models.moves if low else where(models.moves, "unet") == "home"
 
 
-def test_low_memory_sampling_runs_the_guidance_branches_in_turn_with_the_same_result(monkeypatch):
-    """low_memory batches one CFG branch at a time, runs the feed-forwards over slices of tokens (and
-    parks the UNet while the VAE works): the frames it samples and refines are the normal mode's. (A
+def test_low_memory_sampling_runs_the_guidance_branches_in_turn_with_the_same_result():
+    """The low plan batches one CFG branch at a time, runs the feed-forwards over slices of tokens (and
+    parks the UNet while the VAE works): the frames it samples and refines are the default plan's. (A
     smaller decode_chunk_size does change them: SVD's VAE decoder mixes the frames of a chunk.)"""
+    from dataclasses import replace
+
     from diffusers.models.attention import FeedForward
 
-    import recapture.memory
     from recapture.sampling import sdedit
 
-    monkeypatch.setattr(recapture.memory, "FEED_FORWARD_TOKENS", 7)
+    low = replace(MEMORY_PLANS["low"], feed_forward_tokens=7)  # slices the tiny model's few tokens too
     models = tiny_svd_models()
     batches, widest = [], []
     models.unet.register_forward_pre_hook(lambda _m, args: batches.append(args[0].shape[0]))
@@ -101,9 +107,10 @@ def test_low_memory_sampling_runs_the_guidance_branches_in_turn_with_the_same_re
     out, refined = {}, {}
     for low_memory in (False, True):
         batches.clear(), widest.clear()
-        config = SampleConfig(steps=3, low_memory=low_memory, decode_chunk_size=2)
+        config = SampleConfig(steps=3, memory=low if low_memory else "balanced", decode_chunk_size=2,
+                              refine_strength=0.7)
         out[low_memory] = sample_video(models, None, frames[0], 4, config)
-        refined[low_memory] = sdedit(models, None, frames, 0.7, config)
+        refined[low_memory] = sdedit(models, None, frames, config)
         assert set(batches) == ({1} if low_memory else {2})
         assert (max(widest) == 7) == low_memory
     assert all("forward" not in vars(m) for m in models.unet.modules())
@@ -113,7 +120,7 @@ def test_low_memory_sampling_runs_the_guidance_branches_in_turn_with_the_same_re
 
 
 def test_block_checkpointing_keeps_the_gradients_and_recomputes_every_block():
-    """Checkpointing every residual and whole spatio-temporal transformer block (and in low_memory
+    """Checkpointing every residual and whole spatio-temporal transformer block (and in the low plan
     also each feed-forward inside) changes nothing but what is stored: the trained LoRAs match training
     without it, each block runs once more per backward (a feed-forward twice more), and the blocks get
     their own forward back afterwards."""
@@ -122,8 +129,7 @@ def test_block_checkpointing_keeps_the_gradients_and_recomputes_every_block():
     from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
 
     anchor, mask = clip(), torch.ones(4, H, W)
-    settings = {"none": dict(gradient_checkpointing=False), "blocks": dict(gradient_checkpointing=True),
-                "low_memory": dict(gradient_checkpointing=True, low_memory=True)}
+    settings = {"none": dict(memory="fast"), "blocks": dict(memory="balanced"), "low": dict(memory="low")}
     trained, calls = {}, {}
     for name, setting in settings.items():
         models = tiny_svd_models()
@@ -143,13 +149,13 @@ def test_block_checkpointing_keeps_the_gradients_and_recomputes_every_block():
     # except the first residual block: its input needs no gradient, so it keeps nothing to recompute
     assert set(calls["none"].values()) == {4}
     assert calls["blocks"] == {n: 4 if n == "down_blocks.0.resnets.0" else 8 for n in blocks}
-    # low_memory re-runs a feed-forward once more where its input needs a gradient (12); the first
+    # the low plan re-runs a feed-forward once more where its input needs a gradient (12); the first
     # ones of the net, ahead of every LoRA trained in that pass, only in the other pass (10)
-    assert {n: c for n, c in calls["low_memory"].items() if n not in feed_forwards} == \
+    assert {n: c for n, c in calls["low"].items() if n not in feed_forwards} == \
         {n: c for n, c in calls["blocks"].items() if n not in feed_forwards}
-    assert {calls["low_memory"][n] for n in feed_forwards} == {10, 12}
-    assert all(calls["low_memory"][n] > calls["blocks"][n] for n in feed_forwards)
-    for name in ("blocks", "low_memory"):
+    assert {calls["low"][n] for n in feed_forwards} == {10, 12}
+    assert all(calls["low"][n] > calls["blocks"][n] for n in feed_forwards)
+    for name in ("blocks", "low"):
         for adapter in ("temporal", "spatial"):
             plain, checkpointed = getattr(trained["none"], adapter), getattr(trained[name], adapter)
             assert plain.keys() == checkpointed.keys()
@@ -157,14 +163,13 @@ def test_block_checkpointing_keeps_the_gradients_and_recomputes_every_block():
                 torch.testing.assert_close(checkpointed[key], plain[key], rtol=1e-5, atol=1e-6)
 
 
-def test_low_memory_recomputes_feed_forwards_in_slices_of_tokens_with_the_same_gradients(monkeypatch):
-    """In low_memory a feed-forward runs in checkpointed slices of tokens (its backward then holds one
+def test_low_memory_recomputes_feed_forwards_in_slices_of_tokens_with_the_same_gradients():
+    """In the low plan a feed-forward runs in checkpointed slices of tokens (its backward then holds one
     slice's wide activations): the UNet's gradients are those without checkpointing. (Compared before
     any optimizer step: Adam would magnify the slices' different rounding of near-zero gradients.)"""
     from diffusers.models.attention import FeedForward
 
-    import recapture.memory
-    from recapture.memory import checkpointed_blocks
+    from recapture.checkpointing import checkpointed_blocks
 
     unet = tiny_svd_models().unet
     g = torch.Generator().manual_seed(0)
@@ -179,11 +184,10 @@ def test_low_memory_recomputes_feed_forwards_in_slices_of_tokens_with_the_same_g
         return x.grad
 
     plain = gradient()
-    monkeypatch.setattr(recapture.memory, "FEED_FORWARD_TOKENS", 7)
     widest = []
     for ff in (m for m in unet.modules() if isinstance(m, FeedForward)):
         ff.net[0].register_forward_pre_hook(lambda _m, a: widest.append(a[0].reshape(-1, a[0].shape[-1]).shape[0]))
-    with checkpointed_blocks(unet, feed_forwards=True, keep_from_flops=None):
+    with checkpointed_blocks(unet, keep_outputs_from_flops=None, feed_forward_tokens=7):
         sliced = gradient()
     assert max(widest) == 7 and len(widest) > 20 and plain.abs().max() > 1e-3
     torch.testing.assert_close(sliced, plain, rtol=1e-4, atol=1e-6)
@@ -193,9 +197,11 @@ def test_costly_outputs_are_kept_instead_of_computed_again():
     """Checkpointing that keeps the outputs of attention, convolutions and matrix products (the ones
     whose recomputation costs at least the threshold per element) trains the same LoRAs and runs none
     of those twice; with a threshold above every operation, all of them run again in backward."""
+    from dataclasses import replace
+
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from recapture.memory import recompute_flops_per_element
+    from recapture.checkpointing import recompute_flops_per_element
 
     class CostlyCalls(TorchDispatchMode):
         """Counts the operations the threshold looks at, by kind."""
@@ -212,11 +218,12 @@ def test_costly_outputs_are_kept_instead_of_computed_again():
 
     anchor, mask = clip(), torch.ones(4, H, W)
     trained, calls = {}, {}
-    for name, checkpointing, min_flops in (("none", False, None), ("recomputed", True, None), ("kept", True, 1)):
+    plans = {"none": "fast", "recomputed": replace(MEMORY_PLANS["balanced"], keep_outputs_from_flops=None),
+             "kept": replace(MEMORY_PLANS["balanced"], keep_outputs_from_flops=1)}
+    for name, plan in plans.items():
         with CostlyCalls() as counter:
             trained[name] = train_recapture_lora(tiny_svd_models(), anchor, mask, anchor,
-                                                 TrainConfig(steps=2, spatial_frames=2, keep_outputs_from_flops=min_flops,
-                                                             gradient_checkpointing=checkpointing))
+                                                 TrainConfig(steps=2, spatial_frames=2, memory=plan))
         calls[name] = counter.count
     assert {"attention", "aten.convolution.default"} <= calls["none"].keys(), calls["none"]
     assert calls["kept"] == calls["none"]
@@ -228,8 +235,9 @@ def test_costly_outputs_are_kept_instead_of_computed_again():
 
 
 def test_recompute_cost_per_element_of_svds_operations():
-    from recapture.memory import KEEP_OUTPUTS_FROM_FLOPS, _attention_kernels, recompute_flops_per_element
+    from recapture.checkpointing import _attention_kernels, recompute_flops_per_element
 
+    KEEP_OUTPUTS_FROM_FLOPS = MEMORY_PLANS["balanced"].keep_outputs_from_flops  # noqa: N806
     aten = torch.ops.aten
     q = torch.empty(1, 5, 9216, 64, device="meta")
     assert _attention_kernels()

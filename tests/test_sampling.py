@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from conftest import tiny_svd_models
+from recapture.config import SampleConfig, TrainConfig
 from recapture.lora import lora_layers
-from recapture.sampling import SampleConfig, decode_latents, sample_video, sdedit
-from recapture.train import TrainConfig, encode_latents, train_recapture_lora
+from recapture.sampling import sample_video, sdedit
+from recapture.svd_conditioning import decode_latents, encode_latents
+from recapture.train import train_recapture_lora
 
 H = W = 32
 
@@ -28,7 +30,7 @@ def frames():
 @pytest.fixture(scope="module")
 def lora(models, frames):
     return train_recapture_lora(models, frames, torch.ones(4, H, W), frames,
-                                TrainConfig(steps=5, rank=4, learning_rate=5e-3))
+                                TrainConfig(steps=5, rank=4, learning_rate=5e-3, memory="fast"))
 
 
 def test_sampling_is_seeded_and_leaves_no_lora(models, frames, lora):
@@ -47,16 +49,34 @@ def test_sampling_is_seeded_and_leaves_no_lora(models, frames, lora):
     torch.testing.assert_close(off, plain, atol=1e-5, rtol=0)
 
 
-def test_merged_loras_sample_like_adapter_layers_and_leave_the_base_exact(models, frames, lora):
+def test_merged_loras_denoise_like_adapter_layers_and_leave_the_base_exact(models, frames, lora):
+    """The sampler folds the LoRAs into the weights (``with_lora``): that UNet denoises as the UNet with
+    peft's adapter layers (``apply_lora``) at the same strengths, and the base weights come back exact."""
+    import copy
     from dataclasses import replace
+
+    from recapture.lora import apply_lora
+    from recapture.sampling import with_lora
+    from recapture.svd_conditioning import edm_denoise, encode_conditioning
 
     before = {k: v for k, v in models.unet.state_dict().items()}
     snapshot = {k: v.clone() for k, v in before.items()}
-    config = SampleConfig(steps=4, seed=2, temporal_strength=0.7, spatial_strength=1.3)
-    merged = sample_video(models, lora, frames[0], 4, config)
-    layers = sample_video(models, lora, frames[0], 4, replace(config, merge_lora=False))
-    torch.testing.assert_close(merged, layers, atol=1e-5, rtol=0)
-    assert not torch.equal(merged, sample_video(models, None, frames[0], 4, config))  # the merge did something
+    g = torch.Generator().manual_seed(2)
+    x0 = encode_latents(models, frames)[None]
+    embedding, condition = encode_conditioning(models, frames[0], 0.02, g)
+    noisy, sigma = x0 + 2.0 * torch.randn(x0.shape, generator=g), torch.tensor([2.0])
+    time_ids = torch.tensor([[6.0, 127.0, 0.02]])
+
+    def denoised(unet):
+        with torch.no_grad():
+            return edm_denoise(unet, noisy, sigma, condition[:, None].expand_as(x0), embedding, time_ids)
+
+    merged = with_lora(models, lora, 0.7, 1.3, lambda: denoised(models.unet))
+    with_layers = copy.deepcopy(models.unet)
+    apply_lora(with_layers, lora, temporal=0.7, spatial=1.3)
+    assert lora_layers(with_layers) and not lora_layers(models.unet)
+    torch.testing.assert_close(merged, denoised(with_layers), atol=1e-5, rtol=0)
+    assert (merged - denoised(models.unet)).abs().max() > 1e-3  # the merge did something
     after = models.unet.state_dict()
     assert all(after[k] is before[k] or after[k].data_ptr() == before[k].data_ptr() for k in before)
     assert all(torch.equal(after[k], snapshot[k]) for k in snapshot)
@@ -65,7 +85,7 @@ def test_merged_loras_sample_like_adapter_layers_and_leave_the_base_exact(models
     foreign = replace(lora, spatial={**lora.spatial, "diffusion_model.output_blocks.9.1.transformer_blocks.0.attn1."
                                                      "to_q.lora_A.weight": torch.zeros(4, 32)})
     with pytest.raises(ValueError, match="spatial LoRA has 1 weights this UNet has no layer for"):
-        sample_video(models, foreign, frames[0], 4, config)
+        sample_video(models, foreign, frames[0], 4, SampleConfig(steps=4, seed=2))
     assert all(torch.equal(models.unet.state_dict()[k], snapshot[k]) for k in snapshot)
 
 
@@ -112,7 +132,7 @@ def test_training_denoiser_is_the_samplers(models, frames):
     at every sampling step (``pred_original_sample``), so training and sampling share one parameterisation."""
     import copy
 
-    from recapture.train import edm_denoise, encode_conditioning, encode_latents
+    from recapture.svd_conditioning import edm_denoise, encode_conditioning
 
     g = torch.Generator().manual_seed(0)
     x0 = encode_latents(models, frames)[None]
@@ -136,9 +156,9 @@ def test_training_denoiser_is_the_samplers(models, frames):
 
 def test_sdedit_strength_zero_is_the_vae_round_trip_and_more_strength_moves_further(models, frames):
     round_trip = decode_latents(models, encode_latents(models, frames)[None])
-    assert torch.equal(sdedit(models, None, frames, 0.0, SampleConfig(steps=10)), round_trip)
-    distance = {s: sum(float((sdedit(models, None, frames, s, SampleConfig(steps=10, seed=k)) - round_trip).abs()
-                             .mean()) for k in range(3)) for s in (0.2, 0.9)}
+    assert torch.equal(sdedit(models, None, frames, SampleConfig(steps=10, refine_strength=0.0)), round_trip)
+    distance = {s: sum(float((sdedit(models, None, frames, SampleConfig(steps=10, seed=k, refine_strength=s))
+                              - round_trip).abs().mean()) for k in range(3)) for s in (0.2, 0.9)}
     assert 0 < distance[0.2] < distance[0.9]
 
 
@@ -147,14 +167,14 @@ def test_sdedit_uses_only_the_spatial_lora(models, frames, lora):
 
     zero_temporal = replace(lora, temporal={k: v * 0 if ".lora_B." in k else v for k, v in lora.temporal.items()})
     zero_spatial = replace(lora, spatial={k: v * 0 if ".lora_B." in k else v for k, v in lora.spatial.items()})
-    config = SampleConfig(steps=6, seed=1)
-    with_lora = sdedit(models, lora, frames, 0.6, config)
-    torch.testing.assert_close(sdedit(models, zero_temporal, frames, 0.6, config), with_lora)  # temporal ignored
-    assert not torch.allclose(sdedit(models, zero_spatial, frames, 0.6, config), with_lora)  # spatial used
+    config = SampleConfig(steps=6, seed=1, refine_strength=0.6)
+    with_lora = sdedit(models, lora, frames, config)
+    torch.testing.assert_close(sdedit(models, zero_temporal, frames, config), with_lora)  # temporal ignored
+    assert not torch.allclose(sdedit(models, zero_spatial, frames, config), with_lora)  # spatial used
     with pytest.raises(ValueError, match="strength must be between 0 and 1"):
-        sdedit(models, None, frames, 1.5)
+        sdedit(models, None, frames, SampleConfig(refine_strength=1.5))
     with pytest.raises(ValueError, match="frames to refine have NaN"):
-        sdedit(models, None, frames.clone().fill_(float("nan")), 0.5)
+        sdedit(models, None, frames.clone().fill_(float("nan")), SampleConfig(refine_strength=0.5))
     with pytest.raises(ValueError, match="image prompt frame has NaN"):
         sample_video(models, None, frames[0].clone().fill_(float("inf")), 4)
 
@@ -176,7 +196,9 @@ def test_training_releases_its_memory_before_sampling(models, frames):
     assert not lora_layers(models.unet) and all(p.grad is None for p in models.unet.parameters())
 
 
-def test_out_of_memory_becomes_advice_and_leaves_the_model_clean(models, frames, monkeypatch):
+def test_out_of_memory_says_what_ran_and_leaves_the_model_clean(models, frames, monkeypatch):
+    """A full GPU becomes ``OutOfMemory`` carrying the stage and the clip's size (the node and the command
+    line word the ways out from these: tests/test_comfy_robustness.py, tests/test_cli.py)."""
     from recapture.memory import OutOfMemory
 
     original = type(models.unet).forward
@@ -185,10 +207,29 @@ def test_out_of_memory_becomes_advice_and_leaves_the_model_clean(models, frames,
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(type(models.unet), "forward", exhausted)
-    with pytest.raises(OutOfMemory, match=r"while training on 4 frames at 32x32.*fewer frames.*bf16 or fp16.*low_memory on"):
+    with pytest.raises(OutOfMemory, match=r"^out of GPU memory while training on 4 frames at 32x32$") as caught:
         train_recapture_lora(models, frames, torch.ones(4, H, W), frames, TrainConfig(steps=2, rank=4))
+    assert (caught.value.stage, caught.value.frames, caught.value.height, caught.value.width) == ("training", 4, 32, 32)
+    assert isinstance(caught.value.__cause__, torch.OutOfMemoryError)
     assert not lora_layers(models.unet)
-    with pytest.raises(OutOfMemory, match="while sampling .* low_memory on with decode_chunk_size 2"):
+    with pytest.raises(OutOfMemory, match=r"^out of GPU memory while sampling 4 frames at 32x32$") as caught:
         sample_video(models, None, frames[0], 4, SampleConfig(steps=2))
+    assert caught.value.stage == "sampling"
+    with pytest.raises(OutOfMemory, match=r"^out of GPU memory while refining 4 frames at 32x32$") as caught:
+        sdedit(models, None, frames, SampleConfig(steps=2, refine_strength=0.5))
+    assert caught.value.stage == "refining"
     monkeypatch.setattr(type(models.unet), "forward", original)
     sample_video(models, None, frames[0], 4, SampleConfig(steps=2))  # and it works again
+
+
+def test_out_of_memory_suggests_a_smaller_size_and_takes_a_front_ends_advice():
+    from recapture.memory import OutOfMemory
+
+    error = OutOfMemory("sampling", 25, 576, 1024)
+    error.__cause__ = torch.OutOfMemoryError("CUDA out of memory")
+    assert error.smaller_size() == "512x256"  # about half, in multiples of 64
+    assert OutOfMemory("training", 4, 64, 64).smaller_size() == "64x64"  # never below 64
+    advised = error.with_advice("Ways out: fewer frames.")
+    assert str(advised) == "out of GPU memory while sampling 25 frames at 1024x576. Ways out: fewer frames."
+    assert (advised.stage, advised.frames, advised.height, advised.width) == ("sampling", 25, 576, 1024)
+    assert advised.__cause__ is error.__cause__ and str(error).endswith("1024x576")

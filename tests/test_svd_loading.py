@@ -1,29 +1,30 @@
-"""Loading SVD (recapture.svd) against ComfyUI's own code: a tiny single-file checkpoint written from
-ComfyUI's UNet, VAE and CLIP vision modules gives the same outputs through our diffusers/transformers
-modules; the full-size key mapping is proven on the meta device; diffusers folders round-trip; files
-that are not SVD are refused with a message that says what they are."""
+"""Loading SVD (recapture.svd) against ComfyUI's own code (the ``comfy_code`` reference, no server): a
+tiny single-file checkpoint written from ComfyUI's UNet, VAE and CLIP vision modules gives the same
+outputs through our diffusers/transformers modules; a single file's architecture is read off its tensor
+shapes; the full-size key mapping, configs and parameter counts are proven on the meta device; diffusers
+folders round-trip; files that are not SVD are refused with a message that says what they are.
+
+Tests marked ``comfy_code`` import ComfyUI's modules; the others need only the library."""
 
 from __future__ import annotations
 
 import copy
 import inspect
 import json
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from comfy_harness import comfyui_path
-from conftest import to_openclip
+from conftest import tiny_svd_models, to_openclip
 from recapture.svd import (CLIP_PREFIX, IMAGE_ENCODER_CONFIG, SCHEDULER_CONFIG, UNET_CONFIG, UNET_PREFIX, VAE_CONFIG,
-                           VAE_PREFIX, configs_from_checkpoint, describe_checkpoint, is_svd_checkpoint, load_svd,
-                           openclip_to_clip_vision, save_svd_folder, svd_configs, svd_from_configs, tiny_svd_configs,
+                           VAE_PREFIX, build_svd, configs_from_checkpoint, describe_checkpoint, is_svd_checkpoint,
+                           load_svd, openclip_to_clip_vision, save_svd_folder, svd_configs, tiny_svd_configs,
                            unet_diffusers_to_sgm, unet_diffusers_to_sgm_module_path, unet_sgm_to_diffusers,
                            unet_sgm_to_diffusers_module_path, vae_state_from_sgm)
 
-pytestmark = pytest.mark.comfy
+comfy_code_test = pytest.mark.comfy_code
 
 # What real svd / svd_xt files carry besides the three parts (ComfyUI logs them as "left over keys"):
 # remnants of OpenCLIP's text tower and the conditioner's own copy of the VAE. Loaders ignore them.
@@ -32,67 +33,28 @@ LEFTOVERS = {"conditioner.embedders.0.open_clip.model.logit_scale": torch.ones((
              "conditioner.embedders.3.encoder.encoder.conv_in.weight": torch.zeros(32, 3, 3, 3)}
 
 
-@pytest.fixture(scope="module")
-def comfyui():
-    """ComfyUI's own SVD code from the dev checkout ($COMFYUI_PATH), on the CPU: the reference."""
-    path = str(comfyui_path())
-    if path not in sys.path:
-        sys.path.insert(0, path)
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True  # before model_management picks a device
-    import comfy.clip_model
-    import comfy.clip_vision
-    import comfy.model_detection
-    import comfy.ops
-    import comfy.supported_models
-    from comfy.ldm.models.autoencoder import AutoencodingEngine
-    from comfy.ldm.modules.diffusionmodules.openaimodel import Timestep, UNetModel
-
-    return SimpleNamespace(clip_model=comfy.clip_model, clip_vision=comfy.clip_vision, ops=comfy.ops,
-                           detection=comfy.model_detection, svd=comfy.supported_models.SVD_img2vid,
-                           AutoencodingEngine=AutoencodingEngine, Timestep=Timestep, UNetModel=UNetModel,
-                           clip_h_json=comfyui_path() / "comfy" / "clip_vision_config_h.json")
-
-
-def comfy_unet(comfyui, **overrides):
-    """ComfyUI's SVD UNet: SVD_img2vid's own entries plus what its model detection derives from an SVD
-    file (test_full_size_unet_keys_map_one_to_one checks that detection gives exactly this)."""
+def comfy_unet(comfy_code):
+    """ComfyUI's full-size SVD UNet: SVD_img2vid's own entries plus what its model detection derives from an
+    SVD file (test_full_size_unet_keys_map_one_to_one checks that detection gives exactly this)."""
     config = {"image_size": 32, "use_checkpoint": False, "use_spatial_transformer": True, "legacy": False,
               "num_classes": "sequential", "out_channels": 4, "num_res_blocks": [2, 2, 2, 2],
               "channel_mult": [1, 2, 4, 4], "transformer_depth_output": [1] * 9 + [0] * 3,
               "transformer_depth_middle": 1,
               "extra_ff_mix_layer": True, "use_spatial_context": True, "merge_strategy": "learned_with_images",
               "merge_factor": 0.0, "video_kernel_size": [3, 1, 1], "disable_temporal_crossattention": False,
-              **comfyui.svd.unet_config, **comfyui.svd.unet_extra_config, **overrides}
-    return comfyui.UNetModel(**config, operations=comfyui.ops.disable_weight_init, dtype=torch.float32), config
+              **comfy_code.svd.unet_config, **comfy_code.svd.unet_extra_config}
+    return comfy_code.UNetModel(**config, operations=comfy_code.ops.disable_weight_init, dtype=torch.float32), config
 
 
-# tiny_svd_configs()["unet"] in ComfyUI's terms: 2 levels of 1 res block, attention on the first, 16 channels per head
-TINY_UNET = dict(model_channels=32, num_res_blocks=[1, 1], channel_mult=[1, 2], transformer_depth=[1, 0],
-                 transformer_depth_output=[1, 1, 0, 0], context_dim=32, adm_in_channels=24, num_head_channels=16)
-
-
-def comfy_vae(comfyui, ch: int = 128, ch_mult=(1, 2, 4, 4)):
-    """ComfyUI's SVD VAE as comfy/sd.py builds it for a file with a temporal decoder."""
-    encoder = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": ch,
-               "ch_mult": list(ch_mult), "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
-    return comfyui.AutoencodingEngine(
-        regularizer_config={"target": "comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer"},
-        encoder_config={"target": "comfy.ldm.modules.diffusionmodules.model.Encoder", "params": encoder},
-        decoder_config={"target": "comfy.ldm.modules.temporal_ae.VideoDecoder",
-                        "params": dict(encoder, video_kernel_size=[3, 1, 1], alpha=0.0)})
-
-
-def comfy_clip(comfyui, tiny: bool, device=None):
+def comfy_clip(comfy_code, tiny: bool, device=None):
     """ComfyUI's CLIP vision model with its ViT-H/14 config (comfy/clip_vision_config_h.json), or that
     config at tiny_svd_configs()'s size."""
-    config = json.loads(comfyui.clip_h_json.read_text())
+    config = json.loads(comfy_code.clip_h_json.read_text())
     if tiny:
         ours = tiny_svd_configs()["image_encoder"]
         config |= {k: ours[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                                         "image_size", "patch_size", "projection_dim")}
-    return comfyui.clip_model.CLIPVisionModelProjection(config, torch.float32, device, comfyui.ops.manual_cast)
+    return comfy_code.clip_model.CLIPVisionModelProjection(config, torch.float32, device, comfy_code.ops.manual_cast)
 
 
 def randomize(module: torch.nn.Module, seed: int) -> None:
@@ -115,10 +77,10 @@ def shapes(state: dict) -> dict[str, tuple[int, ...]]:
 
 # --- A tiny single file from ComfyUI's modules --------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny(comfyui, tmp_path_factory):
-    """ComfyUI's UNet, VAE and CLIP vision at tiny size, random weights, saved as ONE SGM-layout file."""
-    unet, _ = comfy_unet(comfyui, **TINY_UNET)
-    vae, clip = comfy_vae(comfyui, ch=32, ch_mult=(1, 1, 1, 1)), comfy_clip(comfyui, tiny=True)
+def tiny(comfy_code, tmp_path_factory):
+    """ComfyUI's UNet, VAE and CLIP vision at tiny_svd_configs()'s size, random weights, saved as ONE
+    SGM-layout file."""
+    unet, vae, clip = comfy_code.tiny_unet(), comfy_code.tiny_vae(), comfy_clip(comfy_code, tiny=True)
     for seed, module in enumerate((unet, vae, clip)):
         randomize(module.eval(), seed)
     tensors = {UNET_PREFIX + k: v for k, v in unet.state_dict().items()}
@@ -129,8 +91,8 @@ def tiny(comfyui, tmp_path_factory):
     path = tmp_path_factory.mktemp("checkpoints") / "tiny_svd_xt.safetensors"
     save_file(tensors, str(path))
     # ComfyUI reads the image encoder back through its own OpenCLIP converter.
-    from_file = comfy_clip(comfyui, tiny=True).eval()
-    from_file.load_state_dict(comfyui.clip_vision.convert_to_transformers(
+    from_file = comfy_clip(comfy_code, tiny=True).eval()
+    from_file.load_state_dict(comfy_code.clip_vision.convert_to_transformers(
         {k: v for k, v in tensors.items() if k.startswith(CLIP_PREFIX)}, CLIP_PREFIX), strict=True)
     return SimpleNamespace(path=path, tensors=tensors, unet=unet, vae=vae, clip=from_file)
 
@@ -140,6 +102,7 @@ def loaded(tiny):
     return load_svd(tiny.path, torch.float32, configs=tiny_svd_configs())
 
 
+@comfy_code_test
 def test_the_file_loads_whole_frozen_and_named(tiny, loaded):
     assert loaded.name == "tiny_svd_xt.safetensors" and loaded.num_frames == 4  # the config's, not the name's
     for module in (loaded.unet, loaded.vae, loaded.image_encoder):
@@ -152,6 +115,7 @@ def test_the_file_loads_whole_frozen_and_named(tiny, loaded):
     assert load_svd(tiny.path, configs=configs).num_frames == 25  # "xt" in the name
 
 
+@comfy_code_test
 def test_fp16_file_keeps_its_dtype_unless_told(tiny, loaded, tmp_path):
     """svd_xt_fp16.safetensors: dtype None keeps fp16 (the UNet's; a part stored in fp32 follows it)."""
     path = tmp_path / "svd_xt_fp16.safetensors"
@@ -161,7 +125,8 @@ def test_fp16_file_keeps_its_dtype_unless_told(tiny, loaded, tmp_path):
     assert load_svd(path, torch.bfloat16, configs=tiny_svd_configs()).image_encoder.dtype == torch.bfloat16
 
 
-def test_unet_matches_comfyuis(comfyui, tiny, loaded):
+@comfy_code_test
+def test_unet_matches_comfyuis(comfy_code, tiny, loaded):
     """The same SVD call in both conventions.
 
     diffusers: ``unet(sample (B, T, 8, h, w), timestep (B,), encoder_hidden_states (B, 1, D), added_time_ids (B, 3))``.
@@ -178,7 +143,7 @@ def test_unet_matches_comfyuis(comfyui, tiny, loaded):
     x, context = torch.randn(B, T, 8, 8, 8, generator=g), torch.randn(B, 1, 32, generator=g)
     ids = torch.tensor([[5.0, 127.0, 0.02], [7.0, 30.0, 0.1]])  # fps - 1, motion bucket, noise augmentation
     c_noise = torch.tensor([0.3, -1.2])
-    y = torch.cat([comfyui.Timestep(8)(ids[:, i]) for i in range(3)], dim=1)
+    y = torch.cat([comfy_code.Timestep(8)(ids[:, i]) for i in range(3)], dim=1)
     with torch.no_grad():
         ours = loaded.unet(x, c_noise, encoder_hidden_states=context, added_time_ids=ids).sample
         theirs = tiny.unet(x.flatten(0, 1), c_noise.repeat_interleave(T), context=context.repeat_interleave(T, 0),
@@ -187,6 +152,7 @@ def test_unet_matches_comfyuis(comfyui, tiny, loaded):
     assert rel(ours.flatten(0, 1), theirs) < 1e-5
 
 
+@comfy_code_test
 def test_vae_matches_comfyuis(tiny, loaded):
     """Encoder moments and mode, and the temporal decoder: ComfyUI's VideoDecoder takes its whole batch
     as one clip, diffusers' ``decode`` takes ``num_frames`` frames per clip from a ``(b t)`` batch."""
@@ -201,6 +167,7 @@ def test_vae_matches_comfyuis(tiny, loaded):
         assert rel(loaded.vae.decode(z, num_frames=1).sample, ours) > 1e-3  # the temporal layers took part
 
 
+@comfy_code_test
 def test_image_encoder_matches_comfyuis(tiny, loaded):
     """image_embeds (SVD's cross-attention context) and the last hidden state, from normalised pixels."""
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
@@ -211,7 +178,30 @@ def test_image_encoder_matches_comfyuis(tiny, loaded):
     assert rel(ours.last_hidden_state, last) < 1e-5
 
 
-# --- diffusers folders ----------------------------------------------------------------------------------
+@comfy_code_test
+def test_architecture_is_read_off_the_file(comfy_code, tmp_path):
+    """A single-file SVD whose architecture is not given: it is read off the file's tensor shapes (here
+    64 channels per attention head, as ComfyUI's model detection assumes, and a CLIP of width 64)."""
+    from conftest import save_tiny_single_file_svd
+
+    path = save_tiny_single_file_svd(comfy_code, tmp_path / "tiny_svd.safetensors")
+    models = load_svd(path)
+    config = models.unet.config
+    assert tuple(config.block_out_channels) == (64, 128) and tuple(config.num_attention_heads) == (1, 2)
+    assert config.layers_per_block == 1 and config.cross_attention_dim == 64 and models.num_frames == 14
+    assert models.image_encoder.config.hidden_size == 64 and models.feature_extractor.crop_size["height"] == 32
+    assert not any(t.is_meta for m in (models.unet, models.vae, models.image_encoder)
+                   for t in [*m.parameters(), *m.buffers()])
+    with torch.no_grad():  # it runs
+        models.image_encoder(torch.randn(1, 3, 32, 32))
+
+
+# --- diffusers folders (the library alone) ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def models():
+    return tiny_svd_models()
+
+
 def assert_same_weights(a, b, dtype=None) -> None:
     for x, y in ((a.unet, b.unet), (a.vae, b.vae), (a.image_encoder, b.image_encoder)):
         sx, sy = x.state_dict(), y.state_dict()
@@ -219,34 +209,34 @@ def assert_same_weights(a, b, dtype=None) -> None:
         assert all(torch.equal(sx[k].to(dtype or sx[k].dtype), sy[k]) for k in sx)
 
 
-def test_diffusers_folder_round_trip(loaded, tmp_path):
-    save_svd_folder(loaded, tmp_path / "svd-tiny")
+def test_diffusers_folder_round_trip(models, tmp_path):
+    save_svd_folder(models, tmp_path / "svd-tiny")
     again = load_svd(tmp_path / "svd-tiny")
-    assert_same_weights(loaded, again)
+    assert_same_weights(models, again)
     assert again.num_frames == 4 and again.name == "svd-tiny" and again.unet.dtype == torch.float32
     assert all(m.eps == 1e-5 for n, m in again.unet.named_modules() if ".resnets." in n
                and isinstance(m, torch.nn.GroupNorm))  # the original eps, not diffusers' 1e-6 in some blocks
     assert dict(again.scheduler.config) | SCHEDULER_CONFIG == dict(again.scheduler.config)
 
 
-def test_fp16_variant_is_used_when_present(loaded, tmp_path):
+def test_fp16_variant_is_used_when_present(models, tmp_path):
     """Published folders hold fp32 files and ``*.fp16.safetensors``: the fp16 ones load unless fp32 is asked for."""
-    half = copy.deepcopy(loaded)
+    half = copy.deepcopy(models)
     for module in (half.unet, half.vae, half.image_encoder):
         module.half()
     save_svd_folder(half, tmp_path / "svd", variant="fp16")
-    save_svd_folder(loaded, tmp_path / "svd")
-    assert_same_weights(loaded, load_svd(tmp_path / "svd"), torch.float16)
-    assert_same_weights(loaded, load_svd(tmp_path / "svd", torch.float32))
+    save_svd_folder(models, tmp_path / "svd")
+    assert_same_weights(models, load_svd(tmp_path / "svd"), torch.float16)
+    assert_same_weights(models, load_svd(tmp_path / "svd", torch.float32))
 
 
 # --- Refusals ---------------------------------------------------------------------------------------------
-def test_pickles_are_refused(loaded, tmp_path):
+def test_pickles_are_refused(models, tmp_path):
     (tmp_path / "svd_xt.ckpt").write_bytes(b"never unpickled")
     with pytest.raises(ValueError, match=r"only safetensors .* never pickled \.ckpt .* Get the \.safetensors"):
         load_svd(tmp_path / "svd_xt.ckpt")
     folder = tmp_path / "svd"
-    save_svd_folder(loaded, folder)
+    save_svd_folder(models, folder)
     (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     (folder / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"never unpickled")
     with pytest.raises(ValueError, match=r"never pickled \.bin"):
@@ -284,6 +274,7 @@ def test_files_that_are_not_svd_say_what_they_look_like(tmp_path, keys, looks_li
         load_svd(path)
 
 
+@comfy_code_test
 def test_missing_unknown_and_misshapen_weights_are_named(tiny, tmp_path):
     path = tmp_path / "svd_xt.safetensors"
     dropped = UNET_PREFIX + "input_blocks.1.1.time_stack.0.attn1.to_q.weight"
@@ -314,27 +305,34 @@ def test_missing_and_damaged_files(tmp_path):
 
 # --- The full-size architecture, on the meta device (no memory) --------------------------------------------
 @pytest.fixture(scope="module")
-def full_size(comfyui):
+def ours_full_size():
+    """Our SVD-XT (``build_svd``, as the benchmarks build it) on the meta device."""
+    return build_svd(25, device="meta")
+
+
+@pytest.fixture(scope="module")
+def full_size(comfy_code, ours_full_size):
     """ComfyUI's real SVD UNet, VAE and ViT-H/14 next to ours, all on the meta device."""
     with torch.device("meta"):
-        unet, unet_config = comfy_unet(comfyui)
-        vae, clip = comfy_vae(comfyui), comfy_clip(comfyui, tiny=False, device="meta")
+        unet, unet_config = comfy_unet(comfy_code)
+        vae, clip = comfy_code.vae(), comfy_clip(comfy_code, tiny=False, device="meta")
     return SimpleNamespace(unet=unet.state_dict(), unet_config=unet_config, vae=vae.state_dict(),
-                           clip=clip.state_dict(), ours=svd_from_configs(svd_configs(25), device="meta"))
+                           clip=clip.state_dict(), ours=ours_full_size)
 
 
-def test_full_size_unet_keys_map_one_to_one(comfyui, full_size):
+@comfy_code_test
+def test_full_size_unet_keys_map_one_to_one(comfy_code, full_size):
     # The UNet above is what ComfyUI detects from an SVD file's keys, and ComfyUI takes it for SVD.
-    detected = comfyui.detection.detect_unet_config(full_size.unet, "")
-    assert detected | comfyui.svd.unet_extra_config == full_size.unet_config
-    assert type(comfyui.detection.model_config_from_unet_config(detected, full_size.unet)) is comfyui.svd
+    detected = comfy_code.detection.detect_unet_config(full_size.unet, "")
+    assert detected | comfy_code.svd.unet_extra_config == full_size.unet_config
+    assert type(comfy_code.detection.model_config_from_unet_config(detected, full_size.unet)) is comfy_code.svd
     ours = shapes(full_size.ours.unet.state_dict())
     mapped = {unet_sgm_to_diffusers(k): tuple(v.shape) for k, v in full_size.unet.items()}
     assert len(mapped) == len(full_size.unet) == 1428 and mapped == ours
     assert all(unet_diffusers_to_sgm(unet_sgm_to_diffusers(k)) == k for k in full_size.unet)
-    assert round(sum(p.numel() for p in full_size.ours.unet.parameters()) / 1e6) == 1525
 
 
+@comfy_code_test
 def test_full_size_unet_layer_paths_for_comfyui_loras(full_size):
     """Every Linear layer (what LoRAs adapt) has an SGM path, which names a weight of the same shape in ComfyUI."""
     linears = [n for n, m in full_size.ours.unet.named_modules() if isinstance(m, torch.nn.Linear)]
@@ -349,19 +347,22 @@ def test_full_size_unet_layer_paths_for_comfyui_loras(full_size):
         unet_diffusers_to_sgm_module_path("down_blocks.0.resnets.0")  # a container, not a layer
 
 
+@comfy_code_test
 def test_full_size_vae_keys_map_one_to_one(full_size):
     assert shapes(vae_state_from_sgm(full_size.vae)) == shapes(full_size.ours.vae.state_dict())
 
 
-def test_full_size_openclip_keys_map_one_to_one(comfyui, full_size):
+@comfy_code_test
+def test_full_size_openclip_keys_map_one_to_one(comfy_code, full_size):
     openclip = to_openclip(full_size.clip)  # as svd_xt.safetensors stores them: q, k, v fused per layer
     assert len(openclip) == 8 + 32 * 12 and len(full_size.clip) == 8 + 32 * 16
     # ComfyUI's own converter reads these names back into its model: they are the file's names.
-    back = comfyui.clip_vision.convert_to_transformers({CLIP_PREFIX + k: v for k, v in openclip.items()}, CLIP_PREFIX)
+    back = comfy_code.clip_vision.convert_to_transformers({CLIP_PREFIX + k: v for k, v in openclip.items()}, CLIP_PREFIX)
     assert shapes(back) == shapes(full_size.clip)
     assert shapes(openclip_to_clip_vision(openclip)) == shapes(full_size.ours.image_encoder.state_dict())
 
 
+@comfy_code_test
 def test_full_size_file_is_recognised_and_gives_the_real_configs(full_size):
     file = {UNET_PREFIX + k: tuple(v.shape) for k, v in full_size.unet.items()}
     file |= {VAE_PREFIX + k: tuple(v.shape) for k, v in full_size.vae.items()}
@@ -372,17 +373,20 @@ def test_full_size_file_is_recognised_and_gives_the_real_configs(full_size):
     assert configs_from_checkpoint(file, 14)["unet"]["num_frames"] == 14
 
 
-def test_real_configs(full_size):
+def test_real_configs_and_sizes(ours_full_size):
     from diffusers import EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
 
+    ours = ours_full_size
     # SVD-XT's UNet is diffusers' default one (sample_size only sets a default resolution)
     signature = inspect.signature(UNetSpatioTemporalConditionModel.__init__).parameters
     assert {k: v for k, v in UNET_CONFIG.items() if k != "sample_size"} == {
         k: signature[k].default for k in UNET_CONFIG if k != "sample_size"}
-    assert round(sum(p.numel() for p in full_size.ours.vae.parameters()) / 1e6) == 98
-    assert round(sum(p.numel() for p in full_size.ours.image_encoder.parameters()) / 1e6) == 632
-    assert full_size.ours.vae.config.scaling_factor == VAE_CONFIG["scaling_factor"] == 0.18215
-    assert full_size.ours.image_encoder.config.hidden_act == IMAGE_ENCODER_CONFIG["hidden_act"] == "gelu"
+    # parameters in millions: the UNet, the VAE, OpenCLIP ViT-H/14 with its projection
+    count = lambda module: round(sum(p.numel() for p in module.parameters()) / 1e6)  # noqa: E731
+    assert (count(ours.unet), count(ours.vae), count(ours.image_encoder)) == (1525, 98, 632)
+    assert ours.vae.config.scaling_factor == VAE_CONFIG["scaling_factor"] == 0.18215
+    assert ours.image_encoder.config.hidden_act == IMAGE_ENCODER_CONFIG["hidden_act"] == "gelu"
+    assert ours.num_frames == 25 and ours.scheduler.config.prediction_type == "v_prediction"
     # "continuous" timesteps: the scheduler hands the UNet c_noise = 0.25 ln(sigma), from sigma_max 700 down
     scheduler = EulerDiscreteScheduler(**SCHEDULER_CONFIG)
     scheduler.set_timesteps(25)

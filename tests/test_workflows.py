@@ -12,6 +12,7 @@ from PIL import Image
 
 from comfy_harness import REPO, ui_to_api
 from recapture.demo_clip import write_demo_clip
+from recapture.lora import load_lora_file
 
 pytestmark = pytest.mark.comfy
 
@@ -83,8 +84,13 @@ def test_full_workflow_runs_with_a_tiny_single_file_svd(comfy, sample_in_input, 
         frames, fps = decode(videos[name])
         assert frames.shape == (4, 64, 64, 3) and fps == pytest.approx(8.0), name
         videos_frames[name] = frames.astype(float)
+    # the LoRA pair, trained from the single file, says which model it was made for
     loras = comfy.base / "models" / "loras" / "recapture"
-    assert any(p.name.endswith("_temporal.safetensors") for p in loras.iterdir())
+    temporal = max(loras.glob("recapture*_temporal.safetensors"), key=lambda p: p.stat().st_mtime)
+    assert temporal.with_name(temporal.name.replace("_temporal", "_spatial")).is_file()
+    state, metadata = load_lora_file(temporal)
+    assert metadata["recapture.adapter"] == "temporal" and all(k.startswith("diffusion_model.") for k in state)
+    assert json.loads(metadata["recapture.settings"])["model"] == "svd_xt.safetensors"
     # the sampled and the refined frames play in their own nodes: the refined ones are the saved video's
     players = {node["class_type"]: entry["outputs"][key]["recapture_player"][0] for key, node in prompt.items()
                if "recapture_player" in entry["outputs"].get(key, {})}

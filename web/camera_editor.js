@@ -155,8 +155,9 @@ class CameraEditor {
       () => this.bakePreset());
     this.clearButton = button("Clear", "Empty custom_path: the camera file or the preset is used again", () => this.setCustomPath(""));
     this.statusLine = document.createElement("div");
+    // width 0 / min-width 100%: a long caption is cut with an ellipsis instead of widening the node
     Object.assign(this.statusLine.style, { padding: "0 6px 4px", whiteSpace: "nowrap", overflow: "hidden",
-      textOverflow: "ellipsis" });
+      textOverflow: "ellipsis", width: "0", minWidth: "100%", boxSizing: "border-box" });
     // Keep typing and wheel events in the editor, not in the graph canvas (e.g. Delete removing the node).
     for (const type of ["keydown", "wheel"]) root.addEventListener(type, (e) => e.stopPropagation());
     root.append(this.viewport, bar, this.statusLine);
