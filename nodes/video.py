@@ -6,9 +6,10 @@ import os
 
 import folder_paths
 
-from ..recapture.video import (FIT_MODES, VIDEO_EXTENSIONS, ClipSelection, fit_frames, has_frames, list_frame_files,
-                               read_clip, select_frames)
-from ._api import InputImpl, Progress, input_files, input_path, io
+from ..recapture.config import ClipConfig
+from ..recapture.video import (VIDEO_EXTENSIONS, ClipSelection, fit_frames, has_frames, list_frame_files, read_clip,
+                               select_frames)
+from ._api import InputImpl, Progress, input_files, input_path, io, setting_input
 
 
 NO_FOLDER = "(none: use the video)"
@@ -39,19 +40,8 @@ class ReCaptureLoadVideo(io.ComfyNode):
                 io.Combo.Input("frames_folder", options=[NO_FOLDER] + _frame_folders(), default=NO_FOLDER,
                                tooltip="Or a sub-folder of the input folder with numbered image frames; used "
                                        "instead of the video. 16-bit PNG frames keep their precision (depth)."),
-                io.Int.Input("start_frame", default=0, min=0, max=1_000_000,
-                             tooltip="First source frame to take (0 = the first frame)."),
-                io.Int.Input("frame_count", default=14, min=1, max=10_000,
-                             tooltip="How many frames to take. SVD is trained on 14 (svd) or 25 (svd_xt)."),
-                io.Int.Input("every_nth", default=1, min=1, max=1000,
-                             tooltip="Take every n-th frame (2 halves the frame rate and doubles the time covered)."),
-                io.Int.Input("width", default=1024, min=64, max=4096, step=64,
-                             tooltip="Output width in pixels, a multiple of 64 as SVD needs."),
-                io.Int.Input("height", default=576, min=64, max=4096, step=64,
-                             tooltip="Output height in pixels, a multiple of 64 as SVD needs."),
-                io.Combo.Input("resize", options=list(FIT_MODES), default="crop",
-                               tooltip="crop: fill the size and cut the overflow at the centre; pad: fit inside "
-                                       "with black bars; stretch: change the aspect ratio."),
+                *(setting_input(ClipConfig, name) for name in ("start_frame", "frame_count", "every_nth", "width",
+                                                               "height", "resize")),
                 io.Video.Input("video_input", optional=True,
                                tooltip="Optional core VIDEO (e.g. from Load Video); used instead of the file."),
             ],

@@ -272,8 +272,8 @@ def _number(value, name: str, kind: type, low: float, high: float):
 
 
 # --- Which path a Camera Trajectory node renders ---------------------------------------------------
-NO_CLOUD_PIVOT = ("pivot_distance is 0 (auto) but no point cloud is connected: connect ReCapture Depth To "
-                  "Point Cloud or set pivot_distance")
+NO_CLOUD_PIVOT = ("pivot_distance is 0 (automatic) but no point cloud gives the subject's distance: connect the "
+                  "point cloud or set pivot_distance")
 STAND_IN_NOTE = "a stand-in until the node runs with a point cloud"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DEPTH_KINDS, PRESETS, CameraConfig, PointCloudConfig, RenderConfig, SampleConfig, TrainConfig, memory_from_switch, setting_of
+from .config import DEPTH_KINDS, PRESETS, CameraConfig, ClipConfig, PointCloudConfig, RenderConfig, SampleConfig, TrainConfig, memory_from_switch, setting_of
 from .files import atomic_path
 from .lora import DEFAULT_NAME as DEFAULT_LORA_NAME
 from .memory import OutOfMemory
@@ -23,6 +23,7 @@ from .memory import OutOfMemory
 TRAIN_FLAGS = {"steps": "--steps", "learning_rate": "--lr", "rank": "--rank"}
 SAMPLE_FLAGS = {"steps": "--sample-steps", "min_guidance": "--min-guidance", "max_guidance": "--max-guidance",
                 "refine_strength": "--refine", "decode_chunk_size": "--decode-chunk-size"}
+CLIP_FLAGS = {"start_frame": "--start", "frame_count": "--frames", "every_nth": "--every"}
 CAMERA_FLAGS = {"amount": "--amount", "easing": "--easing", "pivot_distance": "--pivot-distance"}
 POINT_CLOUD_FLAGS = {"fov_deg": "--fov", "near": "--near", "far": "--far", "edge_threshold": "--edge-threshold"}
 SHARED_FLAGS = {"seed": "--seed", "fps": "--svd-fps", "motion_bucket_id": "--motion-bucket-id",
@@ -225,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Writes recapture_sample.mp4 and recapture_sample_depth/ (16-bit PNG inverse "
                                    "depth; near and far are printed in its README) into OUT.")
     s.add_argument("--out", required=True, help="output folder (e.g. ComfyUI's input folder)")
-    s.add_argument("--frames", type=int, default=14)
+    _setting_option(s, ClipConfig, "frame_count", "--frames", "Frames of the demo clip.")
     s.add_argument("--size", type=_size, default=(1024, 576))
     s.set_defaults(func=cmd_demo_clip)
 
@@ -234,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ComfyUI's LoRA format).")
     t.add_argument("--anchor", required=True, help="anchor.npz written by `anchor`")
     t.add_argument("--video", required=True, help="the source video or frames folder (resized to the anchor)")
-    t.add_argument("--start", type=int, default=0, help="first source frame (as for `anchor`)")
-    t.add_argument("--every", type=int, default=1, help="every n-th source frame (as for `anchor`)")
+    _setting_option(t, ClipConfig, "start_frame", "--start", "First source frame (as for `anchor`).")
+    _setting_option(t, ClipConfig, "every_nth", "--every", "Every n-th source frame (as for `anchor`).")
     _svd_options(t)
     _train_options(t)
     t.add_argument("--out", required=True, help="output folder")
@@ -274,9 +275,8 @@ def _anchor_options(a: argparse.ArgumentParser) -> None:
     move.add_argument("--camera-file", help="camera path file: ReCapture JSON, RealEstate10K .txt, NeRF transforms.json")
     for name, flag in CAMERA_FLAGS.items():
         _setting_option(a, CameraConfig, name, flag)
-    a.add_argument("--start", type=int, default=0, help="first frame")
-    a.add_argument("--frames", type=int, default=14, help="number of frames")
-    a.add_argument("--every", type=int, default=1, help="take every n-th frame")
+    for name, flag in CLIP_FLAGS.items():
+        _setting_option(a, ClipConfig, name, flag)
     a.add_argument("--size", type=_size, default=None, help="resize (crop) frames and depth to WxH, e.g. 1024x576")
     a.add_argument("--fps", type=float, default=24.0, help="frame rate for frame folders")
     _setting_option(a, RenderConfig, "dilate_holes", "--dilate-holes")

@@ -38,6 +38,23 @@ def setting_of(config: type, name: str) -> Setting:
 
 
 # --- Stage 1 ------------------------------------------------------------------------------------------
+FIT_MODES = ("crop", "pad", "stretch")  # how frames are brought to another size
+
+
+@dataclass
+class ClipConfig:
+    """Which source frames to take and at what size (``recapture.video``)."""
+
+    start_frame: int = setting(0, "First source frame to take (0 = the first frame).", min=0, max=1_000_000)
+    frame_count: int = setting(14, "How many frames to take. SVD is trained on 14 (svd) or 25 (svd_xt).", min=1,
+                               max=10_000)
+    every_nth: int = setting(1, "Take every n-th frame (2 halves the frame rate and doubles the time covered).",
+                             min=1, max=1000)
+    width: int = setting(1024, "Output width in pixels, a multiple of 64 as SVD needs.", min=64, max=4096, step=64)
+    height: int = setting(576, "Output height in pixels, a multiple of 64 as SVD needs.", min=64, max=4096, step=64)
+    resize: str = setting("crop", "crop: fill the size and cut the overflow at the centre; pad: fit inside with "
+                          "black bars; stretch: change the aspect ratio.", choices=FIT_MODES)
+
 # What a depth map holds: relative inverse depth (bright = near), relative depth, z-depth in scene units.
 DEPTH_KINDS = ("inverse", "relative", "metric")
 

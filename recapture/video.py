@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import FIT_MODES, ClipConfig
 from .files import atomic_path
 
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
-FIT_MODES = ("crop", "pad", "stretch")
 
 
 class VideoError(ValueError):
@@ -32,9 +32,9 @@ class VideoError(ValueError):
 class ClipSelection:
     """Which source frames to take: ``start``, ``start + step``, ... (``count`` of them)."""
 
-    start: int = 0
-    count: int = 14
-    step: int = 1
+    start: int = ClipConfig.start_frame
+    count: int = ClipConfig.frame_count
+    step: int = ClipConfig.every_nth
 
     def __post_init__(self) -> None:
         if self.start < 0 or self.count < 1 or self.step < 1:

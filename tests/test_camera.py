@@ -268,8 +268,8 @@ def test_an_automatic_pivot_without_a_cloud_is_refused_or_drawn_with_the_stand_i
     automatic = {**WIDGETS, "pivot_distance": 0.0}
     with pytest.raises(CameraPathError) as error:
         camera.choose_camera_path(**automatic)
-    assert str(error.value) == ("pivot_distance is 0 (auto) but no point cloud is connected: connect ReCapture "
-                                "Depth To Point Cloud or set pivot_distance")
+    assert str(error.value) == ("pivot_distance is 0 (automatic) but no point cloud gives the subject's distance: "
+                                "connect the point cloud or set pivot_distance")
     drawn = camera.choose_camera_path(**automatic, stand_in_pivot=1.0)
     assert drawn.pivot_distance == 1.0
     assert drawn.description == "orbit_left 20, 6 frames (pivot 1, a stand-in until the node runs with a point cloud)"

@@ -9,12 +9,14 @@ from dataclasses import fields
 import pytest
 
 from recapture import config, geometry
-from recapture.cli import CAMERA_FLAGS, POINT_CLOUD_FLAGS, SAMPLE_FLAGS, SHARED_FLAGS, TRAIN_FLAGS, build_parser
-from recapture.config import (MEMORY_PLANS, CameraConfig, PointCloudConfig, RenderConfig, SampleConfig, TrainConfig,
+from recapture.cli import CAMERA_FLAGS, CLIP_FLAGS, POINT_CLOUD_FLAGS, SAMPLE_FLAGS, SHARED_FLAGS, TRAIN_FLAGS, build_parser
+from recapture.config import (MEMORY_PLANS, CameraConfig, ClipConfig, PointCloudConfig, RenderConfig, SampleConfig, TrainConfig,
                               memory_plan, setting_of)
 
 # node -> {input: (config class, field)}: every node input that is a setting of the method
 NODE_SETTINGS = {
+    "ReCaptureLoadVideo": {name: (ClipConfig, name) for name in ("start_frame", "frame_count", "every_nth", "width",
+                                                                 "height", "resize")},
     "ReCaptureDepthToPointCloud": {name: (PointCloudConfig, name) for name in ("near", "far", "fov_deg", "edge_threshold")},
     "ReCaptureCameraTrajectory": {name: (CameraConfig, name) for name in ("preset", "amount", "easing", "frames",
                                                                           "pivot_distance")},
@@ -43,7 +45,7 @@ def test_training_and_sampling_share_svd_conditioning_defaults():
 
 
 def test_every_setting_has_a_range_inside_which_its_default_lies():
-    for cls in (PointCloudConfig, CameraConfig, RenderConfig, TrainConfig, SampleConfig):
+    for cls in (ClipConfig, PointCloudConfig, CameraConfig, RenderConfig, TrainConfig, SampleConfig):
         for f in fields(cls):
             if "setting" not in f.metadata:
                 continue
@@ -61,7 +63,7 @@ def test_every_setting_has_a_range_inside_which_its_default_lies():
 def test_anchor_command_line_defaults_are_the_configs():
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["anchor"]
     options = {a.option_strings[0]: a for a in sub._actions if a.option_strings}
-    for cls, table in ((PointCloudConfig, POINT_CLOUD_FLAGS), (CameraConfig, CAMERA_FLAGS),
+    for cls, table in ((ClipConfig, CLIP_FLAGS), (PointCloudConfig, POINT_CLOUD_FLAGS), (CameraConfig, CAMERA_FLAGS),
                        (RenderConfig, {"dilate_holes": "--dilate-holes"})):
         for name, flag in table.items():
             assert options[flag].default == setting_of(cls, name).default, flag
