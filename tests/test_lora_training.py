@@ -185,3 +185,22 @@ def test_bad_training_input_is_named(models, clip, change, message):
     with pytest.raises(ValueError, match=message):
         train_recapture_lora(models, kwargs["anchor"], kwargs["mask"], kwargs["source"], kwargs["config"])
     assert not lora_layers(models.unet)
+
+
+def test_a_saved_pair_carries_the_settings_it_was_trained_with(models, clip, tmp_path):
+    """SVD's conditioning must be the same at sampling time: the files' metadata bring it back."""
+    from recapture.config import Conditioning, TrainConfig
+    from recapture.lora import load_lora_pair, save_lora_pair
+
+    frames, mask = clip
+    config = TrainConfig(steps=1, rank=4, fps=9, motion_bucket_id=60, noise_aug_strength=0.05, memory="fast")
+    lora = train_recapture_lora(models, frames, mask, frames, config)
+    assert lora.conditioning == Conditioning(9, 60, 0.05)
+    files = save_lora_pair(tmp_path, "pair", lora, {"model": "tiny"})
+    assert [f.name for f in files] == ["pair_temporal.safetensors", "pair_spatial.safetensors"]
+    loaded = load_lora_pair(*files)
+    assert loaded.conditioning == Conditioning(9, 60, 0.05)
+    assert loaded.config["model"] == "tiny" and loaded.config["memory"] == "fast" and loaded.rank == 4
+    assert all(torch.equal(loaded.temporal[k], lora.temporal[k]) for k in lora.temporal)
+    with pytest.raises(ValueError, match="pair_spatial.safetensors is a spatial LoRA, not a temporal one: swap"):
+        load_lora_pair(files[1], files[0])
