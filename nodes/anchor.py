@@ -6,7 +6,6 @@ import json
 import os
 
 import comfy.model_management
-import torch
 
 from ..recapture import camera
 from ..recapture.config import CameraConfig, PointCloudConfig, RenderConfig, setting_of

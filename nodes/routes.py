@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 
 from ..recapture import camera
+from ..recapture.config import CameraConfig
 from ._api import input_path
 from .anchor import NO_FILE
 
@@ -26,9 +27,9 @@ def _choice(params: dict) -> camera.PathChoice:
         raise ValueError(f"'camera_file' must be a file name from ComfyUI's input folder, got {name!r}")
     last_pivot = params.get("stand_in_pivot")
     return camera.choose_camera_path(
-        params.get("preset"), params.get("amount"), params.get("easing", "ease_in_out"), params.get("frames"),
+        params.get("preset"), params.get("amount"), params.get("easing", CameraConfig.easing), params.get("frames"),
         params.get("pivot_distance"), camera_file=None if name == NO_FILE else input_path(name),
-        custom_path=params.get("custom_path", ""), source_fov_deg=params.get("fov_deg", 60.0),
+        custom_path=params.get("custom_path", ""), source_fov_deg=params.get("fov_deg"),
         stand_in_pivot=1.0 if last_pivot is None else last_pivot,
         stand_in_note=camera.STAND_IN_NOTE if last_pivot is None else "from the last run's depth")
 
@@ -36,7 +37,7 @@ def _choice(params: dict) -> camera.PathChoice:
 async def camera_path(request: web.Request) -> web.Response:
     """``POST /recapture/camera_path`` with the Camera Trajectory node's widget values ``FIELDS`` ->
     ``{"path": camera file JSON, "source": "custom" | "file" | "preset", "description": caption,
-    "pivot_distance": number or null}``: the path the node will render, so the camera editor draws it.
+    "pivot_distance": number or null, "source_fov_deg": number}``: the path the node will render, so the camera editor draws it.
     Bad values, bad files and names outside the input folder -> HTTP 400 ``{"error": message}``."""
     try:
         params = await request.json()
@@ -49,7 +50,8 @@ async def camera_path(request: web.Request) -> web.Response:
     except (ValueError, OSError) as e:  # CameraPathError, input_path's refusal, an unreadable file
         return web.json_response({"error": str(e)}, status=400)
     return web.json_response({"path": camera.path_to_json(choice.path), "source": choice.source,
-                              "description": choice.description, "pivot_distance": choice.pivot_distance})
+                              "description": choice.description, "pivot_distance": choice.pivot_distance,
+                              "source_fov_deg": choice.source_fov_deg})
 
 
 def register_routes() -> None:

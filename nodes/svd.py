@@ -94,8 +94,10 @@ def _free_lora_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}", name) or ".." in name:
         raise ValueError(f"lora_name {name!r} may only use letters, digits, '_', '-' and '.' (no folders): it "
                          "becomes models/loras/recapture/<lora_name>_temporal.safetensors")
+    from ..recapture.lora import pair_paths
+
     folder, stem, n = _lora_dir(), name, 1
-    while any(os.path.exists(os.path.join(folder, f"{stem}_{a}.safetensors")) for a in ("temporal", "spatial")):
+    while any(path.exists() for path in pair_paths(folder, stem).values()):
         n += 1
         stem = f"{name}_{n}"
     return stem
@@ -300,12 +302,12 @@ class ReCaptureSDEditRefine(io.ComfyNode):
     @classmethod
     def execute(cls, svd, lora, frames, strength, steps, seed, decode_chunk_size=SampleConfig.decode_chunk_size,
                 low_memory=False) -> io.NodeOutput:
-        from ..recapture.sampling import sdedit
+        from ..recapture.sampling import refine_steps, sdedit
 
         require_finite("frames", frames, "connect the frames straight from ReCapture SVD Dual-LoRA Sample")
         config = SampleConfig(steps=steps, seed=seed, refine_strength=strength, decode_chunk_size=decode_chunk_size,
                               memory=memory_from_switch(low_memory))
-        progress = Progress(max(1, round(steps * strength)))
+        progress = Progress(max(1, refine_steps(config)))
         with torch.inference_mode(False), releasing_memory():
             refined = sdedit(svd, lora, frames.clone(), config, lambda _: progress.advance())
         return io.NodeOutput(refined, ui=video_player(cls, refined))

@@ -33,18 +33,6 @@ from .files import atomic_path
 from .geometry import focal_from_fov, fov_from_focal
 from .types import CameraPath, PointCloud
 
-
-def _range(config: type, name: str) -> tuple:
-    s = setting_of(config, name)
-    return s.min, s.max
-
-
-# The node's widget ranges (recapture.config); the editor's requests are held to the same.
-AMOUNT_RANGE = _range(CameraConfig, "amount")
-FRAMES_RANGE = _range(CameraConfig, "frames")
-PIVOT_RANGE = _range(CameraConfig, "pivot_distance")  # 0 = automatic: the depth at the image centre
-FOV_RANGE = _range(PointCloudConfig, "fov_deg")
-
 # preset -> (kind, axis or direction, sign). Rotation axes are in the source camera's frame.
 _X, _Y, _Z = (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)
 _PRESET_MOTION = {
@@ -260,6 +248,12 @@ def path_from_json_text(text: str, source: str) -> CameraPath:
         raise CameraPathError(f"{source}: {e}") from None
 
 
+def _setting(value, config: type, name: str, label: str | None = None):
+    """A widget or request value held to its setting's type and range (``recapture.config``)."""
+    s = setting_of(config, name)
+    return _number(value, label or name, type(s.default), s.min, s.max)
+
+
 def _number(value, name: str, kind: type, low: float, high: float):
     """A widget or request value checked to be a ``kind`` number in ``low..high`` (JSON gives any type)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -329,13 +323,13 @@ def choose_camera_path(preset: str, amount: float, easing: str, frames: int, piv
     Args:
         preset, amount, easing: the preset move (see ``preset_path``); checked only when the preset wins,
             so a file or custom path works with any of them (the command line then has no preset).
-        frames: the frame count in ``FRAMES_RANGE``; a ``cloud`` sets it instead.
-        pivot_distance: the subject's distance in scene units, in ``PIVOT_RANGE``; 0 = automatic:
+        frames: the frame count (``CameraConfig.frames``' range); a ``cloud`` sets it instead.
+        pivot_distance: the subject's distance in scene units (``CameraConfig``'s range); 0 = automatic:
             ``pivot_distance_from_depth`` of the cloud's first frame.
         camera_file: a camera file ``load_path_file`` reads, or None.
         custom_path: a ReCapture camera file as text (the node's custom_path widget); blank or None = none.
         cloud: the scene: gives the frame count, the automatic pivot and the source field of view.
-        source_fov_deg: the source camera's horizontal field of view in degrees (``FOV_RANGE``), used by
+        source_fov_deg: the source camera's horizontal field of view in degrees (``PointCloudConfig``), used by
             zoom presets; None = the cloud's (``cloud.fov_deg()``), else 60.
         stand_in_pivot: the pivot to use when it is automatic and no cloud is given (the editor draws before
             the depth is known); None = refuse, as the node does: an orbit needs the subject's distance.
@@ -345,10 +339,10 @@ def choose_camera_path(preset: str, amount: float, easing: str, frames: int, piv
         CameraPathError: a value out of range, an unknown preset or easing, a bad file or custom path,
             or an automatic pivot with neither a cloud nor a stand-in.
     """
-    frames = _number(frames, "frames", int, *FRAMES_RANGE)
-    pivot = _number(pivot_distance, "pivot_distance", float, *PIVOT_RANGE)
+    frames = _setting(frames, CameraConfig, "frames")
+    pivot = _setting(pivot_distance, CameraConfig, "pivot_distance")
     if source_fov_deg is not None:
-        fov = _number(source_fov_deg, "fov_deg", float, *FOV_RANGE)
+        fov = _setting(source_fov_deg, PointCloudConfig, "fov_deg")
     else:
         fov = cloud.fov_deg() if cloud is not None else PointCloudConfig.fov_deg
     custom_path = "" if custom_path is None else custom_path
@@ -370,15 +364,11 @@ def choose_camera_path(preset: str, amount: float, easing: str, frames: int, piv
         return PathChoice(resample_path(loaded, frames), "file", pivot or None, fov,
                           f"camera file {Path(camera_file).name} replaces the preset: {_cameras(loaded, frames)}")
 
-    if preset not in PRESETS:
-        raise CameraPathError(f"unknown camera preset {preset!r}: use one of {', '.join(PRESETS)}")
-    if easing not in EASINGS:
-        raise CameraPathError(f"unknown easing {easing!r}: use one of {', '.join(EASINGS)}")
-    amount = _number(amount, "amount", float, *AMOUNT_RANGE)
+    amount = _setting(amount, CameraConfig, "amount")  # preset and easing: checked by preset_path
     if pivot == 0:
         if stand_in_pivot is None:
             raise CameraPathError(NO_CLOUD_PIVOT)
-        pivot = _number(stand_in_pivot, "stand_in_pivot", float, 1e-6, PIVOT_RANGE[1])
+        pivot = _setting(stand_in_pivot, CameraConfig, "pivot_distance", "stand_in_pivot")
         pivot_note = stand_in_note
     path = preset_path(preset, frames, amount, pivot_distance=pivot, easing=easing, source_fov_deg=fov)
     pivot_note = f" (pivot {pivot:.3g}, {pivot_note})" if pivot_note else ""

@@ -1,7 +1,7 @@
 """Command line: ``python -m recapture anchor|train|sample|run ...`` (the same library code as the nodes).
 
-Stage 2's options are built from the settings in ``recapture.config`` (default, range, help), as the
-nodes' inputs are."""
+Options that are settings of the method are built from ``recapture.config`` (default, range, help), as
+the nodes' inputs are."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DEPTH_KINDS, PRESETS, CameraConfig, ClipConfig, PointCloudConfig, RenderConfig, SampleConfig, TrainConfig, memory_from_switch, setting_of
+from .config import (DEPTH_KINDS, PRESETS, CameraConfig, ClipConfig, PointCloudConfig, RenderConfig, SampleConfig,
+                     TrainConfig, memory_from_switch, setting_of)
 from .files import atomic_path
 from .lora import DEFAULT_NAME as DEFAULT_LORA_NAME
 from .memory import OutOfMemory
@@ -267,7 +268,8 @@ def _anchor_options(a: argparse.ArgumentParser) -> None:
     a.add_argument("--video", required=True, help="video file, or folder of numbered PNG/JPG frames")
     a.add_argument("--depth", required=True,
                    help="depth of those frames: .npy of shape (N,H,W), or a depth video / frames folder (grey)")
-    a.add_argument("--depth-kind", choices=DEPTH_KINDS, required=True, help=setting_of(PointCloudConfig, "depth_kind").help)
+    a.add_argument("--depth-kind", choices=DEPTH_KINDS, required=True,
+                   help=setting_of(PointCloudConfig, "depth_kind").help)
     for name, flag in POINT_CLOUD_FLAGS.items():
         _setting_option(a, PointCloudConfig, name, flag)
     move = a.add_mutually_exclusive_group(required=True)

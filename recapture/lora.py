@@ -32,7 +32,7 @@ from .svd import unet_diffusers_to_sgm_module_path, unet_layout
 from .types import TrainedLoRA
 
 FORMAT = "recapture-lora-1"
-DEFAULT_NAME = "recapture"  # file stem: <name>_temporal.safetensors, <name>_spatial.safetensors
+DEFAULT_NAME = "recapture"  # file stem of a pair (pair_paths)
 
 ADAPTERS = ("temporal", "spatial")
 # peft matches string targets with re.fullmatch against module names.
@@ -319,9 +319,14 @@ def load_lora_pair(temporal_path: str | os.PathLike, spatial_path: str | os.Path
     return lora_pair(t_state, s_state, settings if isinstance(settings, dict) else {})
 
 
+def pair_paths(folder: str | os.PathLike, stem: str) -> dict[str, Path]:
+    """Where a pair's files go: adapter -> ``folder/<stem>_<adapter>.safetensors``."""
+    return {adapter: Path(folder) / f"{stem}_{adapter}.safetensors" for adapter in ADAPTERS}
+
+
 def save_lora_pair(folder: str | os.PathLike, stem: str, lora: TrainedLoRA, settings: dict | None = None) -> list[Path]:
-    """Writes ``<stem>_temporal.safetensors`` and ``<stem>_spatial.safetensors`` into ``folder``, with the
-    training's settings (and ``settings``) in their metadata."""
-    return [save_lora_file(Path(folder) / f"{stem}_{adapter}.safetensors", getattr(lora, adapter), adapter,
-                           lora.rank, lora.alpha, settings=lora.config | (settings or {}))
-            for adapter in ADAPTERS]
+    """Writes the pair's two files (``pair_paths``) with the training's settings (and ``settings``) in their
+    metadata."""
+    return [save_lora_file(path, getattr(lora, adapter), adapter, lora.rank, lora.alpha,
+                           settings=lora.config | (settings or {}))
+            for adapter, path in pair_paths(folder, stem).items()]

@@ -10,8 +10,8 @@ import math
 
 import torch
 
-from .geometry import intrinsics_from_fov
 from .config import DEPTH_KINDS, PointCloudConfig
+from .geometry import intrinsics_from_fov
 from .types import PointCloud
 
 

@@ -114,13 +114,18 @@ def sample_video(models: SVDModels, lora: TrainedLoRA | None, prompt_frame: torc
         return with_lora(models, lora, config.temporal_strength, config.spatial_strength, work)
 
 
+def refine_steps(config: SampleConfig) -> int:
+    """How many of the ``steps`` Karras steps SDEdit runs: the last ``round(steps * refine_strength)``."""
+    return round(config.steps * config.refine_strength)
+
+
 def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, config: SampleConfig | None = None,
            on_step: Callable[[int], None] | None = None) -> torch.Tensor:
     """SDEdit refinement with the spatial LoRA only: noise the frames to the sigma of
     ``config.refine_strength`` and denoise.
 
-    Strength 0 returns the frames after a VAE round trip; 1 starts from pure noise. Of ``steps`` Karras
-    steps the last ``round(steps * strength)`` are run. The image prompt is the first frame.
+    Strength 0 returns the frames after a VAE round trip; 1 starts from pure noise. The last
+    ``refine_steps(config)`` of ``steps`` Karras steps are run. The image prompt is the first frame.
     """
     config = config or SampleConfig()
     strength = config.refine_strength
@@ -131,7 +136,7 @@ def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, co
     generator = torch.Generator("cpu").manual_seed(config.seed)
     with offloaded(models.unet) if memory_plan(config.memory).park_unet else contextlib.nullcontext():
         x0 = encode_latents(models, frames, config.decode_chunk_size)[None]
-    run = round(config.steps * strength)
+    run = refine_steps(config)
     sigmas = karras_sigmas(models, config.steps)[-(run + 1):]
     embedding, condition = encode_conditioning(models, frames[0], config.noise_aug_strength, generator)
     noise = torch.randn(x0.shape, generator=generator)

@@ -271,7 +271,7 @@ class CameraEditor {
     // Every value the node's choice depends on: the server picks custom path, camera file or preset.
     // An automatic pivot is drawn with the last run's (its depth's) until the node runs again.
     const body = { preset: v.preset, amount: v.amount, easing: v.easing, frames, pivot_distance: v.pivot_distance,
-      camera_file: v.camera_file ?? null, custom_path: v.custom_path ?? "", fov_deg: this.run?.source_fov_deg ?? 60.0,
+      camera_file: v.camera_file ?? null, custom_path: v.custom_path ?? "", fov_deg: this.run?.source_fov_deg ?? null,
       stand_in_pivot: this.run?.points ? this.run.pivot_distance ?? null : null };
     const response = await api.fetchApi("/recapture/camera_path", { method: "POST", body: JSON.stringify(body),
       headers: { "Content-Type": "application/json" } });
@@ -282,6 +282,7 @@ class CameraEditor {
       return;
     }
     if (data.source !== "custom") this.presetPath = data.path;
+    this.sourceFov = data.source_fov_deg; // the server's (the last run's, or the library's default)
     this.show(data.path, data.source, data.description, data.pivot_distance);
   }
 
@@ -392,7 +393,7 @@ class CameraEditor {
       child.material?.dispose();
     }
     const s = this.scale();
-    const fov = this.run?.source_fov_deg ?? 60.0;
+    const fov = this.run?.source_fov_deg ?? this.sourceFov ?? 60.0; // 60: only until the server first answers
     const aspect = this.run?.aspect ?? 16 / 9;
     const depth = 0.15 * s;
     const lines = (vertices, colors, material) => {
