@@ -179,9 +179,9 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=576)
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--spatial-frames", type=int, default=4, help="source frames per spatial LoRA step")
-    parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--rank", type=int, default=TrainConfig.rank)
     parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
-    parser.add_argument("--decode-chunk", type=int, default=8, help="frames the VAE decodes at once")
+    parser.add_argument("--decode-chunk", type=int, default=SampleConfig.decode_chunk_size, help="frames the VAE decodes at once")
     add_memory_options(parser)
     parser.add_argument("--skip", choices=["train", "sample"], default=None)
     parser.add_argument("--flops", action="store_true",
