@@ -10,7 +10,8 @@ import comfy.model_management
 from ..recapture import camera
 from ..recapture.config import CameraConfig, PointCloudConfig, RenderConfig, setting_of
 from ..recapture.types import CameraPath, PointCloud
-from ._api import Progress, input_files, input_path, io, output_file, require_finite, setting_input, video_player
+from ._api import (Progress, check_cancel, check_inputs, input_files, input_path, io, output_file, require_finite,
+                   setting_input, video_player, writable_folder)
 from .depth import DepthType
 
 PointCloudType = io.Custom("RECAPTURE_POINTCLOUD")
@@ -56,6 +57,11 @@ class ReCaptureDepthToPointCloud(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, depth_kind: str, near: float, far: float, fov_deg: float,
+                        edge_threshold: float) -> bool | str:
+        return check_inputs(cls, locals())
+
+    @classmethod
     def execute(cls, frames, depth, depth_kind: str, near: float, far: float, fov_deg: float,
                 edge_threshold: float, preview_points: int) -> io.NodeOutput:
         from ..recapture.depth import depth_from_image, match_depth_size
@@ -78,6 +84,14 @@ class ReCaptureDepthToPointCloud(io.ComfyNode):
         return io.NodeOutput(cloud, glb_rel)
 
 
+def _camera_files() -> list[str]:
+    """Camera files in the input folder: not other JSON there, such as the bundled sample's metadata."""
+    import folder_paths
+
+    root = folder_paths.get_input_directory()
+    return [n for n in input_files(PATH_FILE_EXTENSIONS) if camera.is_camera_file(os.path.join(root, n))]
+
+
 class ReCaptureCameraTrajectory(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -97,7 +111,7 @@ class ReCaptureCameraTrajectory(io.ComfyNode):
                 setting_input(CameraConfig, "easing"),
                 setting_input(CameraConfig, "frames"),
                 setting_input(CameraConfig, "pivot_distance"),
-                io.Combo.Input("camera_file", options=[NO_FILE] + input_files(PATH_FILE_EXTENSIONS), default=NO_FILE,
+                io.Combo.Input("camera_file", options=[NO_FILE] + _camera_files(), default=NO_FILE,
                                tooltip="A camera path file in the input folder; it replaces the preset and is "
                                        "resampled to the frame count."),
                 PointCloudType.Input("point_cloud", optional=True,
@@ -116,13 +130,18 @@ class ReCaptureCameraTrajectory(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, preset: str, amount: float, easing: str, pivot_distance: float,
+                        camera_file: str) -> bool | str:
+        return check_inputs(cls, locals(), input_folder=("camera_file",))
+
+    @classmethod
     def execute(cls, preset: str, amount: float, easing: str, frames: int, pivot_distance: float,
                 camera_file: str, point_cloud: PointCloud | None = None, custom_path: str = "") -> io.NodeOutput:
         # the library decides which input wins, as it does for the editor's preview (nodes/routes.py)
         choice = camera.choose_camera_path(
             preset, amount, easing, frames, pivot_distance,
             camera_file=None if camera_file == NO_FILE else input_path(camera_file), custom_path=custom_path,
-            cloud=point_cloud)
+            cloud=point_cloud, check_cancel=check_cancel)
         path_json = camera.path_to_json(choice.path)
         editor = _editor_data(path_json, choice, point_cloud)
         return io.NodeOutput(choice.path, json.dumps(path_json), ui={"recapture_camera": [editor]})
@@ -144,8 +163,9 @@ def _editor_data(path_json: dict, choice: camera.PathChoice, point_cloud: PointC
     from ..recapture.pointcloud_files import point_cloud_preview_points, write_preview_points
 
     points, colors = point_cloud_preview_points(point_cloud, frame=0, max_points=EDITOR_POINTS)
-    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
-        "recapture/camera_editor", folder_paths.get_temp_directory())
+    temp = folder_paths.get_temp_directory()
+    writable_folder(temp, "recapture", "ComfyUI's temp folder")  # a link there leading elsewhere: refused
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path("recapture/camera_editor", temp)
     filename = f"{name}_{counter:05}_.bin"
     count = write_preview_points(os.path.join(folder, filename), points, colors)
     data["points"] = {"filename": filename, "subfolder": subfolder, "type": "temp", "count": count}

@@ -7,7 +7,7 @@ import os
 import comfy.model_management
 import folder_paths
 
-from ._api import Progress, io, model_path
+from ._api import Progress, check_inputs, inside, io, model_path
 
 DEPTH_FOLDER = "depth"
 folder_paths.add_model_folder_path(DEPTH_FOLDER, os.path.join(folder_paths.models_dir, DEPTH_FOLDER))
@@ -21,7 +21,8 @@ def _model_folders() -> list[str]:
     names = set()
     for root in folder_paths.get_folder_paths(DEPTH_FOLDER):
         if os.path.isdir(root):
-            names.update(n for n in os.listdir(root) if is_depth_model_folder(os.path.join(root, n)))
+            names.update(n for n in os.listdir(root)
+                         if inside(root, n) and is_depth_model_folder(os.path.join(root, n)))
     return sorted(names)
 
 
@@ -50,6 +51,10 @@ class ReCaptureEstimateDepth(io.ComfyNode):
                 io.Image.Output("depth_preview", display_name="depth_preview", tooltip="Depth for viewing: bright = near, normalised over the clip."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, model: str) -> bool | str:
+        return check_inputs(cls, locals())
 
     @classmethod
     def execute(cls, frames, model: str, batch_size: int) -> io.NodeOutput:

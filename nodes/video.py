@@ -7,19 +7,23 @@ import os
 import folder_paths
 
 from ..recapture.config import ClipConfig
-from ..recapture.video import (VIDEO_EXTENSIONS, ClipSelection, fit_frames, has_frames, list_frame_files, read_clip,
-                               select_frames)
-from ._api import InputImpl, Progress, input_files, input_path, io, setting_input
+from ..recapture.video import (VIDEO_EXTENSIONS, ClipSelection, check_clip_size, fit_frames, has_frames,
+                               list_frame_files, read_clip, select_frames)
+from ._api import (InputImpl, Progress, check_inputs, input_file_inside, input_files, input_path, inside, io,
+                   setting_input)
 
 
 NO_FOLDER = "(none: use the video)"
+NOT_LINKED = "(not linked)"  # validate_inputs' default for video_input: linked inputs arrive as None
 
 
 def _frame_folders() -> list[str]:
-    """Sub-folders of the input folder that hold image frames (shown with a trailing '/')."""
+    """Sub-folders of the input folder that hold image frames (shown with a trailing '/'); links that lead
+    outside the folder are left out."""
     root = folder_paths.get_input_directory()
     return sorted(n + "/" for n in os.listdir(root)
-                  if not n.startswith(".") and os.path.isdir(os.path.join(root, n)) and has_frames(os.path.join(root, n)))
+                  if not n.startswith(".") and os.path.isdir(os.path.join(root, n)) and inside(root, n)
+                  and has_frames(os.path.join(root, n)))
 
 
 class ReCaptureLoadVideo(io.ComfyNode):
@@ -54,20 +58,26 @@ class ReCaptureLoadVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, video: str, frames_folder: str, width: int, height: int, **_) -> bool | str:
-        # Taking `video` and `frames_folder` here replaces ComfyUI's own list check for them: the
-        # video need not exist when a frames folder is used.
-        if width % 64 or height % 64:
-            return f"width and height must be multiples of 64 for SVD (got {width}x{height})"
-        name = video if frames_folder == NO_FOLDER else frames_folder
+    def validate_inputs(cls, video: str, frames_folder: str, width: int, height: int, resize: str,
+                        video_input=NOT_LINKED) -> bool | str:
+        # Only these are declared, so ComfyUI still checks the other inputs' ranges. The video need not be
+        # in the list when a frames folder or a linked core VIDEO is used instead.
+        used = {"frames_folder": frames_folder, "resize": resize, "width": width, "height": height}
+        if frames_folder == NO_FOLDER and video_input == NOT_LINKED:
+            used["video"] = video
+        problem = check_inputs(cls, used, input_folder=("video", "frames_folder"))
+        if problem is not True or width is None or height is None:  # linked: checked when it runs
+            return problem
         try:
-            found = bool(name) and os.path.exists(input_path(name))
+            check_clip_size(width, height)
         except ValueError as e:
-            return str(e)
-        return found or f"{name!r} is not in ComfyUI's input folder: upload a video or pick one from the list"
+            return f"ReCapture Load Video: {e}"
+        return True
 
     @classmethod
-    def fingerprint_inputs(cls, video: str, frames_folder: str, **_) -> str:
+    def fingerprint_inputs(cls, video: str, frames_folder: str, video_input=NOT_LINKED, **_) -> str:
+        if video_input != NOT_LINKED:  # a linked core VIDEO is used, not the file
+            return ""
         path = input_path(video if frames_folder == NO_FOLDER else frames_folder)
         if os.path.isdir(path):
             return ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in list_frame_files(path))
@@ -77,6 +87,7 @@ class ReCaptureLoadVideo(io.ComfyNode):
     def execute(cls, video: str, frames_folder: str, start_frame: int, frame_count: int, every_nth: int,
                 width: int, height: int, resize: str, video_input=None) -> io.NodeOutput:
         selection = ClipSelection(start=start_frame, count=frame_count, step=every_nth)
+        check_clip_size(width, height)
         progress = Progress(selection.last + 1, unit="frame")
         if video_input is not None and not isinstance(video_input, InputImpl.VideoFromFile):
             # A video made of frames in memory (core Create Video): nothing to decode.
@@ -87,7 +98,9 @@ class ReCaptureLoadVideo(io.ComfyNode):
                 source = video_input.get_stream_source()
             else:
                 source = input_path(video if frames_folder == NO_FOLDER else frames_folder)
-            frames, fps = read_clip(source, selection, on_frame=lambda: progress.advance())
+            # each frame is sized as it is read, and a frame in a folder that links out of input/ is refused
+            frames, fps = read_clip(source, selection, on_frame=lambda: progress.advance(), size=(width, height),
+                                    mode=resize, check_file=input_file_inside)
         frames = fit_frames(frames, width, height, resize)
         fps = (fps if fps else 24.0 * every_nth) / every_nth
         return io.NodeOutput(frames, fps, int(frames.shape[0]))

@@ -25,10 +25,12 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from .config import EASINGS, PRESETS, CameraConfig, PointCloudConfig, setting_of
+from .config import (EASINGS, MAX_PATH_BYTES, MAX_PATH_CAMERAS, PATH_CANCEL_EVERY, PRESETS, CameraConfig,
+                     PointCloudConfig, setting_of)
 from .files import atomic_path
 from .geometry import focal_from_fov, fov_from_focal
 from .types import CameraPath, PointCloud
@@ -167,37 +169,111 @@ def save_path_json(path: CameraPath, file: str | os.PathLike) -> Path:
     return Path(file)
 
 
-def _check_pose(pose, where: str) -> torch.Tensor:
-    if not (isinstance(pose, list) and len(pose) == 4 and all(isinstance(r, list) and len(r) == 4 for r in pose)):
-        raise CameraPathError(f"{where}: 'pose' must be a 4x4 list of numbers (rows of 4)")
-    try:
-        m = torch.tensor(pose, dtype=torch.float64)
-    except (TypeError, ValueError):
-        raise CameraPathError(f"{where}: 'pose' must hold only numbers") from None
-    if not torch.isfinite(m).all():
-        raise CameraPathError(f"{where}: 'pose' has a NaN or infinite value")
-    if not torch.allclose(m[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64), atol=1e-6):
-        raise CameraPathError(f"{where}: the last row of 'pose' must be [0, 0, 0, 1]")
-    r = m[:3, :3]
-    orthogonality = (r.T @ r - torch.eye(3, dtype=torch.float64)).abs().max().item()
-    det = torch.linalg.det(r).item()
-    if orthogonality > 1e-3 or abs(det - 1.0) > 1e-3:
+def check_poses(matrices: torch.Tensor, where: Callable[[int], str], field: str = "'pose'") -> torch.Tensor:
+    """The one check of camera poses, for the ReCapture camera file and every importer: each ``(N, 4, 4)``
+    matrix finite, its last row ``[0, 0, 0, 1]``, its rotation rigid and right-handed (R^T R = I, det +1).
+
+    Args:
+        where: frame index -> where it is in its file ("frame 3", "line 5 (frame 3)"), for the message.
+        field: what the matrix is called there ("'pose'", "'transform_matrix'").
+
+    Returns:
+        the matrices as float32.
+    """
+    m = matrices.double()
+    finite = torch.isfinite(m).flatten(1).all(1)
+    if not finite.all():
+        raise CameraPathError(f"{where(_first(~finite))}: {field} has a NaN or infinite value")
+    last_row = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    bad_row = ((m[:, 3] - last_row).abs() > 1e-6 + 1e-5 * last_row).any(1)
+    if bad_row.any():
+        raise CameraPathError(f"{where(_first(bad_row))}: the last row of {field} must be [0, 0, 0, 1]")
+    r = m[:, :3, :3]
+    orthogonality = (r.transpose(1, 2) @ r - torch.eye(3, dtype=torch.float64)).abs().amax((1, 2))
+    det = torch.linalg.det(r)
+    not_rigid = (orthogonality > 1e-3) | ((det - 1.0).abs() > 1e-3)
+    if not_rigid.any():
+        i = _first(not_rigid)
         raise CameraPathError(
-            f"{where}: the rotation part of 'pose' is not a rigid rotation (R^T R differs from I by "
-            f"{orthogonality:.3g}, det {det:.4g}): scale, shear or a mirrored axis are not allowed")
+            f"{where(i)}: the rotation part of {field} is not a rigid rotation (R^T R differs from I by "
+            f"{orthogonality[i].item():.3g}, det {det[i].item():.4g}): scale, shear or a mirrored axis are not "
+            "allowed")
     return m.float()
+
+
+def _first(mask: torch.Tensor) -> int:
+    return int(mask.nonzero()[0, 0])
+
+
+def _matrix_rows(matrix, where: str, field: str = "'pose'") -> list:
+    """A JSON 4x4 matrix checked for its shape and numbers (``check_poses`` checks the values)."""
+    if not (isinstance(matrix, list) and len(matrix) == 4 and all(isinstance(r, list) and len(r) == 4 for r in matrix)):
+        raise CameraPathError(f"{where}: {field} must be a 4x4 list of numbers (rows of 4)")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for row in matrix for v in row):
+        raise CameraPathError(f"{where}: {field} must hold only numbers")
+    return matrix
+
+
+_FOV = setting_of(PointCloudConfig, "fov_deg")
+
+
+def _fov_in_range(fov: float) -> bool:
+    return math.isfinite(fov) and _FOV.min <= fov <= _FOV.max
 
 
 def _check_fov(fov, where: str) -> float:
     if fov is None:
         return float("nan")
-    if isinstance(fov, bool) or not isinstance(fov, (int, float)) or not (1.0 < fov < 179.0):
-        raise CameraPathError(f"{where}: 'fov_deg' must be a number of degrees between 1 and 179, got {fov!r}")
+    if isinstance(fov, bool) or not isinstance(fov, (int, float)) or not _fov_in_range(fov):
+        raise CameraPathError(f"{where}: 'fov_deg' must be a number of degrees between {_FOV.min:g} and "
+                              f"{_FOV.max:g}, got {fov!r}")
     return float(fov)
 
 
-def path_from_json(data: dict) -> CameraPath:
-    """Validates a parsed camera file and returns its path."""
+def _check_count(count: int, more: bool = False) -> None:
+    """Refuses a path of more than ``MAX_PATH_CAMERAS`` cameras (``more``: counting stopped there)."""
+    if count > MAX_PATH_CAMERAS:
+        cameras = f"more than {MAX_PATH_CAMERAS}" if more else str(count)
+        raise CameraPathError(
+            f"{cameras} cameras: a camera path holds at most {MAX_PATH_CAMERAS} (the largest frame count; it is "
+            f"resampled to the frame count anyway): keep one camera in {max(2, math.ceil(count / MAX_PATH_CAMERAS))}")
+
+
+def _check_size(size: int, source: str) -> None:
+    """Refuses a camera file or text of over ``MAX_PATH_BYTES`` before it is parsed."""
+    if size > MAX_PATH_BYTES:
+        raise CameraPathError(
+            f"{source} is {size / 2**20:.1f} MB: a camera path is at most {MAX_PATH_BYTES / 2**20:g} MB "
+            f"({MAX_PATH_CAMERAS} cameras): use fewer cameras")
+
+
+def _cancel_point(check_cancel: Callable[[], None] | None, index: int) -> None:
+    """Calls ``check_cancel`` every ``PATH_CANCEL_EVERY`` cameras of a long path."""
+    if check_cancel is not None and index % PATH_CANCEL_EVERY == 0:
+        check_cancel()
+
+
+def _parse_json(text: str, source: str, fix: str = "") -> object:
+    """``json.loads`` whose errors (bad JSON, nesting too deep for the parser, a number too long) name
+    ``source`` and end with ``fix``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        problem = f"is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}"
+    except RecursionError:
+        problem = "is nested too deeply (lists or objects inside each other) to be a camera path"
+    except ValueError as e:  # e.g. an integer over Python's digit limit
+        problem = f"is not valid JSON: {e}"
+    raise CameraPathError(f"{source} {problem}{fix}")
+
+
+def path_from_json(data: dict, *, check_cancel: Callable[[], None] | None = None) -> CameraPath:
+    """Validates a parsed camera file and returns its path.
+
+    Args:
+        check_cancel: called every ``PATH_CANCEL_EVERY`` cameras; it raises to stop (the nodes pass
+            ComfyUI's Cancel check).
+    """
     if not isinstance(data, dict):
         raise CameraPathError("the camera file must be a JSON object with 'version', 'convention' and 'frames'")
     if data.get("version") != 1:
@@ -208,44 +284,60 @@ def path_from_json(data: dict) -> CameraPath:
     frames = data.get("frames")
     if not isinstance(frames, list) or not frames:
         raise CameraPathError("'frames' must be a non-empty list with one entry per output frame")
+    _check_count(len(frames))
     poses, fovs = [], []
     for i, frame in enumerate(frames):
+        _cancel_point(check_cancel, i)
         where = f"frame {i}"
         if not isinstance(frame, dict) or "pose" not in frame:
             raise CameraPathError(f"{where}: each frame must be an object with a 'pose'")
-        poses.append(_check_pose(frame["pose"], where))
+        poses.append(_matrix_rows(frame["pose"], where))
         fovs.append(_check_fov(frame.get("fov_deg"), where))
-    return CameraPath(poses=torch.stack(poses), fov_deg=torch.tensor(fovs, dtype=torch.float32))
+    poses = check_poses(torch.tensor(poses, dtype=torch.float64), lambda i: f"frame {i}")
+    return CameraPath(poses=poses, fov_deg=torch.tensor(fovs, dtype=torch.float32))
+
+
+def _read_text(file: str | os.PathLike) -> str:
+    """A camera file's text: at most ``MAX_PATH_BYTES``, UTF-8 (a byte-order mark is allowed)."""
+    file = Path(file)
+    _check_size(file.stat().st_size, file.name)
+    data = file.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise CameraPathError(
+            f"{file.name} is not UTF-8 text (byte 0x{data[e.start]:02x} at position {e.start}): save it as UTF-8 "
+            "(camera files are plain text)") from None
 
 
 def _read_json(file: str | os.PathLike):
-    text = Path(file).read_text(encoding="utf-8")
+    return _parse_json(_read_text(file), str(file))
+
+
+def _named(source: str, parse: Callable[[], CameraPath]) -> CameraPath:
+    """``parse()``, its messages led by the file or input they are about."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CameraPathError(f"{file} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
-
-
-def load_path_json(file: str | os.PathLike) -> CameraPath:
-    return path_from_json(_read_json(file))
-
-
-def path_from_json_text(text: str, source: str) -> CameraPath:
-    """A camera file given as a string (a widget's value, a request body) -> its path.
-
-    ``source`` names where the text came from, so the message points the user at it.
-    """
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CameraPathError(
-            f"{source} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): paste a ReCapture "
-            "camera file ({\"version\": 1, \"convention\": \"opencv\", \"frames\": [...]}, as the path_json "
-            f"output writes it) or clear {source} to use the preset") from None
-    try:
-        return path_from_json(data)
+        return parse()
     except CameraPathError as e:
         raise CameraPathError(f"{source}: {e}") from None
+
+
+def load_path_json(file: str | os.PathLike, *, check_cancel: Callable[[], None] | None = None) -> CameraPath:
+    data = _read_json(file)
+    return _named(Path(file).name, lambda: path_from_json(data, check_cancel=check_cancel))
+
+
+def path_from_json_text(text: str, source: str, *, check_cancel: Callable[[], None] | None = None) -> CameraPath:
+    """A camera file given as a string (a widget's value, a request body) -> its path.
+
+    ``source`` names where the text came from, so the message points the user at it. Text over
+    ``MAX_PATH_BYTES`` is refused before it is parsed.
+    """
+    _check_size(len(text), source)
+    data = _parse_json(text, source, (
+        ": paste a ReCapture camera file ({\"version\": 1, \"convention\": \"opencv\", \"frames\": [...]}, as the "
+        f"path_json output writes it) or clear {source} to use the preset"))
+    return _named(source, lambda: path_from_json(data, check_cancel=check_cancel))
 
 
 def _setting(value, config: type, name: str, label: str | None = None):
@@ -313,7 +405,8 @@ def _automatic_pivot(cloud: PointCloud, needed: bool) -> float:
 def choose_camera_path(preset: str, amount: float, easing: str, frames: int, pivot_distance: float,
                        camera_file: str | os.PathLike | None = None, custom_path: str | None = "", *,
                        cloud: PointCloud | None = None, source_fov_deg: float | None = None,
-                       stand_in_pivot: float | None = None, stand_in_note: str = STAND_IN_NOTE) -> PathChoice:
+                       stand_in_pivot: float | None = None, stand_in_note: str = STAND_IN_NOTE,
+                       check_cancel: Callable[[], None] | None = None) -> PathChoice:
     """The camera path of a Camera Trajectory node's settings: the one place that decides which input
     wins, for the node, the command line and the 3D editor (which therefore draws what the node renders).
 
@@ -334,6 +427,8 @@ def choose_camera_path(preset: str, amount: float, easing: str, frames: int, piv
         stand_in_pivot: the pivot to use when it is automatic and no cloud is given (the editor draws before
             the depth is known); None = refuse, as the node does: an orbit needs the subject's distance.
         stand_in_note: what the description says of the stand-in, e.g. "from the last run's depth".
+        check_cancel: called now and then while a long file or custom path is read; it raises to stop (the
+            node passes ComfyUI's Cancel check). Paths over ``MAX_PATH_CAMERAS`` cameras are refused.
 
     Raises:
         CameraPathError: a value out of range, an unknown preset or easing, a bad file or custom path,
@@ -356,11 +451,11 @@ def choose_camera_path(preset: str, amount: float, easing: str, frames: int, piv
             pivot, pivot_note = _automatic_pivot(cloud, needed=use_preset), "from the depth"
 
     if use_custom:
-        loaded = path_from_json_text(custom_path, "custom_path")
+        loaded = path_from_json_text(custom_path, "custom_path", check_cancel=check_cancel)
         return PathChoice(resample_path(loaded, frames), "custom", pivot or None, fov,
                           f"custom path active (Clear to use the preset): {_cameras(loaded, frames)}")
     if camera_file is not None:
-        loaded = load_path_file(camera_file)
+        loaded = load_path_file(camera_file, check_cancel=check_cancel)
         return PathChoice(resample_path(loaded, frames), "file", pivot or None, fov,
                           f"camera file {Path(camera_file).name} replaces the preset: {_cameras(loaded, frames)}")
 
@@ -388,19 +483,23 @@ def _scaled(poses: torch.Tensor, scale: float) -> torch.Tensor:
     return poses
 
 
-def path_from_realestate10k(text: str, *, scale: float = 1.0, use_intrinsics: bool = True) -> CameraPath:
+def path_from_realestate10k(text: str, *, scale: float = 1.0, use_intrinsics: bool = True,
+                            check_cancel: Callable[[], None] | None = None) -> CameraPath:
     """RealEstate10K / CameraCtrl camera text -> a path relative to its first frame.
 
     Each data line is ``timestamp fx fy cx cy k1 k2`` followed by the 3x4 world-to-camera matrix row by
     row (OpenCV axes); intrinsics are normalised by the image size. Lines that are not 19 numbers (the
-    URL on the first line) are skipped.
+    URL on the first line) are skipped. Every matrix is checked as a ReCapture pose is (``check_poses``)
+    and every ``fx`` must give a field of view in ``PointCloudConfig.fov_deg``'s range.
 
     Args:
         scale: multiplies translations (RealEstate10K's units are arbitrary: match them to the depth's).
         use_intrinsics: take each frame's horizontal field of view from its ``fx``.
+        check_cancel: called every ``PATH_CANCEL_EVERY`` lines; it raises to stop.
     """
-    rows = []
+    rows, line_numbers = [], []
     for number, line in enumerate(text.splitlines(), start=1):
+        _cancel_point(check_cancel, number)
         parts = line.split()
         try:
             values = [float(v) for v in parts]
@@ -412,69 +511,138 @@ def path_from_realestate10k(text: str, *, scale: float = 1.0, use_intrinsics: bo
                                       f"3x4 matrix), found {len(values)}")
             continue
         rows.append(values)
+        line_numbers.append(number)
+        _check_count(len(rows), more=True)
     if not rows:
         raise CameraPathError("no camera lines found: expected RealEstate10K lines of 19 numbers")
+
+    def where(i: int) -> str:
+        return f"line {line_numbers[i]} (frame {i})"
+
     data = torch.tensor(rows, dtype=torch.float64)
     w2c = torch.eye(4, dtype=torch.float64).repeat(len(rows), 1, 1)
     w2c[:, :3, :] = data[:, 7:].reshape(-1, 3, 4)
+    check_poses(w2c, where, "the 3x4 world-to-camera matrix")
+    fov = torch.full((len(rows),), float("nan"))
+    if use_intrinsics:
+        for i, fx in enumerate(data[:, 1].tolist()):
+            degrees = fov_from_focal(fx, 1.0) if math.isfinite(fx) and fx > 0 else math.nan
+            if not _fov_in_range(degrees):
+                shown = f" ({degrees:.4g} degrees)" if math.isfinite(degrees) else ""
+                raise CameraPathError(
+                    f"{where(i)}: 'fx' (the second number: focal length / image width) must give a field of view "
+                    f"between {_FOV.min:g} and {_FOV.max:g} degrees, got {fx!r}{shown}: check the columns "
+                    "(timestamp fx fy cx cy k1 k2, then the matrix)")
+            fov[i] = degrees
     poses = _scaled(_relative_to_first(torch.linalg.inv(w2c)), scale)
-    fov = (fov_from_focal(data[:, 1], 1.0).float() if use_intrinsics
-           else torch.full((len(rows),), float("nan")))
     return CameraPath(poses=poses, fov_deg=fov)
 
 
 _OPENGL_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
 
 
-def path_from_nerf(data: dict, *, scale: float = 1.0) -> CameraPath:
+def path_from_nerf(data: dict, *, scale: float = 1.0, check_cancel: Callable[[], None] | None = None) -> CameraPath:
     """NeRF / instant-ngp / nerfstudio ``transforms.json`` -> a path relative to its first frame.
 
     ``frames[i].transform_matrix`` is camera-to-world with OpenGL axes (+y up, +z backward); frames are
     taken in file order. The field of view comes from ``camera_angle_x`` (radians) or ``fl_x`` and ``w``,
-    per frame if given there, else from the top level.
+    per frame if given there, else from the top level. Every matrix is checked as a ReCapture pose is
+    (``check_poses``), every field of view against ``PointCloudConfig.fov_deg``'s range.
+
+    Args:
+        check_cancel: called every ``PATH_CANCEL_EVERY`` frames; it raises to stop.
     """
     frames = data.get("frames")
     if not isinstance(frames, list) or not frames:
-        raise CameraPathError("transforms.json has no 'frames' list")
-    c2w, fovs = [], []
+        raise CameraPathError("no 'frames' list: a NeRF transforms.json lists its cameras in 'frames'")
+    _check_count(len(frames))
+    matrices, fovs = [], []
     for i, frame in enumerate(frames):
+        _cancel_point(check_cancel, i)
         matrix = frame.get("transform_matrix") if isinstance(frame, dict) else None
-        if not (isinstance(matrix, list) and len(matrix) in (3, 4)):
-            raise CameraPathError(f"frame {i}: 'transform_matrix' must be a 4x4 list")
-        if len(matrix) == 3:
+        if isinstance(matrix, list) and len(matrix) == 3:
             matrix = matrix + [[0, 0, 0, 1]]
-        pose = _check_pose(matrix, f"frame {i}").double()
-        c2w.append(pose @ _OPENGL_TO_OPENCV)
-        fovs.append(_nerf_fov(frame, data))
-    poses = _scaled(_relative_to_first(torch.stack(c2w)), scale)
-    return CameraPath(poses=poses, fov_deg=torch.tensor(fovs, dtype=torch.float32))
+        matrices.append(_matrix_rows(matrix, f"frame {i}", "'transform_matrix'"))
+        fovs.append(_nerf_fov(frame, data, i))
+    poses = check_poses(torch.tensor(matrices, dtype=torch.float64), lambda i: f"frame {i}", "'transform_matrix'")
+    c2w = poses.double() @ _OPENGL_TO_OPENCV
+    return CameraPath(poses=_scaled(_relative_to_first(c2w), scale), fov_deg=torch.tensor(fovs, dtype=torch.float32))
 
 
-def _nerf_fov(frame: dict, top: dict) -> float:
-    for source in (frame, top):
+def _positive(source: dict, key: str, where: str, what: str) -> float:
+    value = source[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise CameraPathError(f"{where}: {key!r} must be a number > 0 ({what}), got {value!r}")
+    return float(value)
+
+
+def _nerf_fov(frame: dict, top: dict, index: int) -> float:
+    """A NeRF frame's field of view in degrees, from the frame or else the top level; NaN if neither has one."""
+    for source, where in ((frame, f"frame {index}"), (top, "top level")):
         if "camera_angle_x" in source:
-            return math.degrees(float(source["camera_angle_x"]))
+            angle = source["camera_angle_x"]
+            number = isinstance(angle, (int, float)) and not isinstance(angle, bool)
+            degrees = math.degrees(angle) if number and math.isfinite(angle) else math.nan
+            if not _fov_in_range(degrees):
+                raise CameraPathError(
+                    f"{where}: 'camera_angle_x' must be a number of radians giving a field of view between "
+                    f"{_FOV.min:g} and {_FOV.max:g} degrees ({math.radians(_FOV.min):.4g} to "
+                    f"{math.radians(_FOV.max):.4g} radians), got {angle!r}")
+            return degrees
         if "fl_x" in source and "w" in source:
-            return fov_from_focal(float(source["fl_x"]), float(source["w"]))
+            focal = _positive(source, "fl_x", where, "the focal length in pixels")
+            width = _positive(source, "w", where, "the image width in pixels")
+            degrees = fov_from_focal(focal, width)
+            if not _fov_in_range(degrees):
+                raise CameraPathError(
+                    f"{where}: 'fl_x' {focal:g} with 'w' {width:g} gives a field of view of {degrees:.4g} degrees: "
+                    f"it must be between {_FOV.min:g} and {_FOV.max:g}")
+            return degrees
     return float("nan")
 
 
-def load_path_file(file: str | os.PathLike, *, scale: float = 1.0) -> CameraPath:
+def load_path_file(file: str | os.PathLike, *, scale: float = 1.0,
+                   check_cancel: Callable[[], None] | None = None) -> CameraPath:
     """Any supported camera file, recognised by its content: ReCapture JSON, NeRF transforms.json or
-    RealEstate10K / CameraCtrl text. ``scale`` multiplies imported translations (not ReCapture JSON's)."""
+    RealEstate10K / CameraCtrl text. ``scale`` multiplies imported translations (not ReCapture JSON's).
+
+    Files over ``MAX_PATH_BYTES`` or ``MAX_PATH_CAMERAS`` cameras, not UTF-8, or with a bad pose or field
+    of view are refused with the file, frame (and line) and field named; ``check_cancel`` is called every
+    ``PATH_CANCEL_EVERY`` cameras and raises to stop.
+    """
     file = Path(file)
     if not file.is_file():
         raise CameraPathError(f"camera file {file} does not exist")
-    text = file.read_text(encoding="utf-8", errors="replace")
+    text = _read_text(file)
     if text.lstrip().startswith("{"):
-        data = _read_json(file)
+        data = _parse_json(text, str(file))
         if isinstance(data, dict) and ("convention" in data or "version" in data):
-            return path_from_json(data)
+            return _named(file.name, lambda: path_from_json(data, check_cancel=check_cancel))
         if isinstance(data, dict) and isinstance(data.get("frames"), list):
-            return path_from_nerf(data, scale=scale)
+            return _named(file.name, lambda: path_from_nerf(data, scale=scale, check_cancel=check_cancel))
         raise CameraPathError(f"{file.name}: a JSON file that is neither a ReCapture camera file "
                               "('version', 'convention', 'frames') nor a NeRF transforms.json")
-    return path_from_realestate10k(text, scale=scale)
+    return _named(file.name, lambda: path_from_realestate10k(text, scale=scale, check_cancel=check_cancel))
+
+
+def is_camera_file(file: str | os.PathLike) -> bool:
+    """Whether ``load_path_file`` takes the file for a camera file (its content is checked when it is
+    loaded): text, or JSON that is a ReCapture camera file or a NeRF transforms.json; not a JSON object of
+    another kind, such as the bundled sample's ``recapture_sample.json`` (its near, far and fov). Lists
+    of camera files offer only these."""
+    try:
+        if Path(file).stat().st_size > MAX_PATH_BYTES:
+            return True  # loading it says it is too big
+        text = Path(file).read_text(encoding="utf-8-sig", errors="replace")
+    except OSError:
+        return False
+    if not text.lstrip().startswith("{"):
+        return True
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply for the parser
+        return True  # a broken camera file: loading it says where
+    return isinstance(data, dict) and ("convention" in data or "version" in data or isinstance(data.get("frames"), list))
 
 
 def _slerp(q0: torch.Tensor, q1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

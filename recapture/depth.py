@@ -62,6 +62,13 @@ def load_depth_model(folder: str | os.PathLike, device: torch.device | str = "cp
             f"{folder} has no .safetensors weights: only safetensors are loaded (never pickled .bin "
             "files); download the safetensors version of the model"
         )
+    from .files import safetensors_keys
+
+    for weights in sorted(folder.glob("*.safetensors")):  # headers only: a damaged file is named, not loaded
+        try:
+            safetensors_keys(weights)
+        except ValueError as e:
+            raise DepthModelError(str(e)) from e
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
         processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)

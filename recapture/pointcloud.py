@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .config import DEPTH_KINDS, PointCloudConfig
+from .config import DEPTH_KINDS, PointCloudConfig, check_setting
 from .geometry import intrinsics_from_fov
 from .types import PointCloud
 
@@ -95,6 +95,8 @@ def make_point_cloud(frames: torch.Tensor, depth: torch.Tensor, *, kind: str, fo
         fov_deg: horizontal field of view of the source camera (same for every frame).
         edge_threshold: relative inverse-depth jump that marks a discontinuity (see ``depth_edges``).
     """
+    for name, value in (("fov_deg", fov_deg), ("near", near), ("far", far), ("edge_threshold", edge_threshold)):
+        check_setting(PointCloudConfig, name, value)  # a NaN edge_threshold would turn edge removal off
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (N, H, W, 3), got shape {tuple(frames.shape)}")
     if depth.ndim != 3:

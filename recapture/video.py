@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import FIT_MODES, ClipConfig
+from .config import FIT_MODES, ClipConfig, check_setting, setting_of
 from .files import atomic_path
 
 FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -37,11 +37,9 @@ class ClipSelection:
     step: int = ClipConfig.every_nth
 
     def __post_init__(self) -> None:
-        if self.start < 0 or self.count < 1 or self.step < 1:
-            raise VideoError(
-                f"start must be >= 0, frame count >= 1 and every-n-th >= 1 "
-                f"(got start={self.start}, count={self.count}, step={self.step})"
-            )
+        # the ranges of ClipConfig (the nodes' and the command line's), not only >= 0 / >= 1
+        for name, value in (("start_frame", self.start), ("frame_count", self.count), ("every_nth", self.step)):
+            check_setting(ClipConfig, name, value, error=VideoError)
 
     @property
     def last(self) -> int:
@@ -73,33 +71,79 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
-def image_to_array(path: Path) -> np.ndarray:
-    """One image file as float32 ``(H, W, 3)`` in 0..1; 16-bit images keep their precision."""
+def max_frame_pixels(max_pixels: int | None = None) -> int:
+    """The largest frame read, in pixels: ``max_pixels``, or ``ClipConfig.max_megapixels``."""
+    return int(max_pixels if max_pixels is not None else ClipConfig.max_megapixels * 1_000_000)
+
+
+def _too_large(what: str, declared: str, max_pixels: int) -> VideoError:
+    return VideoError(
+        f"{what} declares {declared} pixels per frame; the limit is {max_pixels / 1e6:g} megapixels "
+        "(ClipConfig.max_megapixels): a frame that large is most likely a decompression bomb (a small file that "
+        "would fill the memory) or a damaged file. If it is real, scale the frames down (e.g. to 3840x2160) "
+        "before loading them")
+
+
+def check_frame_size(what: str, width: int, height: int, max_pixels: int | None = None) -> None:
+    """Raises ``VideoError`` when a frame of ``width`` x ``height`` (as a file declares it, before anything is
+    decoded) is over ``max_frame_pixels``."""
+    if width * height > max_frame_pixels(max_pixels):
+        raise _too_large(what, f"{width}x{height}", max_frame_pixels(max_pixels))
+
+
+def image_to_array(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """One image file as float32 ``(H, W, 3)`` in 0..1; 16-bit images keep their precision.
+
+    The size the file declares is checked (``check_frame_size``) before a pixel is decoded; PIL's own
+    decompression-bomb refusal gets the same message."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
+            check_frame_size(str(path), *im.size, max_pixels)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 data = np.asarray(im, dtype=np.float32)
                 scale = 65535.0 if im.mode.startswith("I;16") or data.max() > 255 else 255.0
                 gray = data / scale
                 return np.repeat(gray[..., None], 3, axis=-1).clip(0.0, 1.0)
             return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except Image.DecompressionBombError as e:  # over PIL's own limit: refused in Image.open, size unknown
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        raise _too_large(str(path), pixels[1] if pixels else "too many", max_frame_pixels(max_pixels)) from e
     except OSError as e:
         raise VideoError(f"cannot read the image {path}: {e}") from e
 
 
-def read_frame_folder(folder: str | os.PathLike, selection: ClipSelection) -> tuple[torch.Tensor, None]:
-    """Reads the selected frames of a folder of numbered images: ``(N, H, W, 3)`` and no fps."""
+def read_frame_folder(folder: str | os.PathLike, selection: ClipSelection, *, size: tuple[int, int] | None = None,
+                      mode: str = "crop", check_file: Callable[[Path], str | os.PathLike] | None = None,
+                      max_pixels: int | None = None) -> tuple[torch.Tensor, None]:
+    """Reads the selected frames of a folder of numbered images: ``(N, H, W, 3)`` and no fps.
+
+    Args:
+        size, mode: ``(width, height)`` to bring each frame to as soon as it is read (``fit_frames``), so
+            memory never holds more than one full-size frame; None keeps the files' size.
+        check_file: called with each frame file before it is read; returns the path to read (e.g. the
+            file resolved) or raises (a link leading where files may not be read from).
+        max_pixels: the largest frame read (``max_frame_pixels``).
+    """
     files = list_frame_files(folder)
     if selection.last >= len(files):
         raise VideoError(_too_short_message(str(folder), len(files), selection))
     chosen = files[selection.start : selection.last + 1 : selection.step]
-    arrays = [image_to_array(p) for p in chosen]
-    sizes = {a.shape for a in arrays}
-    if len(sizes) > 1:
-        raise VideoError(f"the frames in {folder} have different sizes {sorted(sizes)}: use frames of one size")
-    return torch.from_numpy(np.stack(arrays)), None
+    frames, first_shape = [], None
+    for path in chosen:
+        array = image_to_array(Path(check_file(path)) if check_file is not None else path, max_pixels)
+        first_shape = first_shape or array.shape
+        if array.shape != first_shape:
+            raise VideoError(f"the frames in {folder} have different sizes {sorted({first_shape, array.shape})}: "
+                             "use frames of one size")
+        frames.append(_fitted(torch.from_numpy(array), size, mode))
+    return torch.stack(frames), None
+
+
+def _fitted(frame: torch.Tensor, size: tuple[int, int] | None, mode: str) -> torch.Tensor:
+    """One ``(H, W, 3)`` frame brought to ``size`` = ``(width, height)`` (None: as it is)."""
+    return frame if size is None else fit_frames(frame[None], size[0], size[1], mode)[0]
 
 
 def _too_short_message(name: str, available: int, selection: ClipSelection) -> str:
@@ -145,6 +189,10 @@ def read_video(
     path: str | os.PathLike | BinaryIO,
     selection: ClipSelection,
     on_frame: Callable[[], None] | None = None,
+    *,
+    size: tuple[int, int] | None = None,
+    mode: str = "crop",
+    max_pixels: int | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Decodes only the selected frames of a video file.
 
@@ -155,27 +203,34 @@ def read_video(
         path: video file (or an open binary file object).
         selection: which frames to keep.
         on_frame: called once per decoded frame (for progress and cancel).
+        size, mode: ``(width, height)`` to bring each frame to as soon as it is decoded (``fit_frames``), so
+            memory never holds more than one full-size frame; None keeps the stream's size.
+        max_pixels: the largest frame decoded (``max_frame_pixels``): the stream's declared size is checked
+            before the first frame is decoded (a GIF of a few hundred bytes can declare 16000x16000).
 
     Returns:
         frames ``(N, H, W, 3)`` float32 in 0..1 and the stream's frame rate in frames per second.
     """
     container = _open(path)
+    name = str(getattr(path, "name", path))
     with container:
         stream = container.streams.video[0]
+        check_frame_size(name, stream.codec_context.width, stream.codec_context.height, max_pixels)
         rate = stream.average_rate or stream.guessed_rate or Fraction(24)
-        frames: list[np.ndarray] = []
+        frames: list[torch.Tensor] = []
         index = -1
         for index, frame in enumerate(_decode_frames(container)):
             if on_frame is not None:
                 on_frame()
             if selection.wanted(index):
-                frames.append(frame.to_ndarray(format="rgb24"))
+                check_frame_size(name, frame.width, frame.height, max_pixels)  # a stream may change size
+                data = torch.from_numpy(frame.to_ndarray(format="rgb24")).float().div_(255.0)
+                frames.append(_fitted(data, size, mode))
             if index >= selection.last:
                 break
         if index < selection.last:
             raise VideoError(_too_short_message(str(path), index + 1, selection))
-    data = torch.from_numpy(np.stack(frames)).float().div_(255.0)
-    return data, float(rate)
+    return torch.stack(frames), float(rate)
 
 
 def select_frames(frames: torch.Tensor, selection: ClipSelection) -> torch.Tensor:
@@ -185,11 +240,28 @@ def select_frames(frames: torch.Tensor, selection: ClipSelection) -> torch.Tenso
     return frames[selection.start : selection.last + 1 : selection.step]
 
 
-def read_clip(path: str | os.PathLike | BinaryIO, selection: ClipSelection, on_frame=None) -> tuple[torch.Tensor, float | None]:
-    """A video file or a folder of numbered frames -> ``(N, H, W, 3)`` frames and fps (None for folders)."""
+def read_clip(path: str | os.PathLike | BinaryIO, selection: ClipSelection, on_frame=None, *,
+              size: tuple[int, int] | None = None, mode: str = "crop",
+              check_file: Callable[[Path], str | os.PathLike] | None = None,
+              max_pixels: int | None = None) -> tuple[torch.Tensor, float | None]:
+    """A video file or a folder of numbered frames -> ``(N, H, W, 3)`` frames and fps (None for folders).
+
+    ``size`` = ``(width, height)`` resizes frame by frame (``mode`` as ``fit_frames``); ``check_file`` vets
+    each frame file of a folder before it is read; ``max_pixels`` bounds the size a file may declare
+    (``read_video``, ``read_frame_folder``)."""
     if not hasattr(path, "read") and os.path.isdir(path):
-        return read_frame_folder(path, selection)
-    return read_video(path, selection, on_frame)
+        return read_frame_folder(path, selection, size=size, mode=mode, check_file=check_file, max_pixels=max_pixels)
+    return read_video(path, selection, on_frame, size=size, mode=mode, max_pixels=max_pixels)
+
+
+def check_clip_size(width: int, height: int) -> None:
+    """Raises ``VideoError`` unless ``width`` x ``height`` is a clip size SVD can take: within ClipConfig's
+    ranges and multiples of their step, 64 (the nodes' Load Video and the command line's ``--size``)."""
+    check_setting(ClipConfig, "width", width, error=VideoError)
+    check_setting(ClipConfig, "height", height, error=VideoError)
+    step = int(setting_of(ClipConfig, "width").step)
+    if width % step or height % step:
+        raise VideoError(f"width and height must be multiples of {step} for SVD (got {width}x{height})")
 
 
 def fit_frames(frames: torch.Tensor, width: int, height: int, mode: str = "crop") -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from comfy_harness import REPO, ComfyError, ComfyServer, Events, execution_error, ui_to_api
+from conftest import linked_away
 from recapture.demo_clip import DEPTH_FOLDER, VIDEO_NAME, write_demo_clip
 
 comfy = pytest.mark.comfy
@@ -536,7 +537,8 @@ def test_symlinks_in_the_input_folder_that_lead_outside_are_refused(server, tmp_
             server.queue({"1": load_video(frames_folder="robust_link_frames/"), "2": preview})
         prompt = anchor_prompt(prefix="robust/link_path")
         prompt["4"]["inputs"]["camera_file"] = "robust_link_path.json"
-        assert "'robust_link_path.json' is outside ComfyUI's input folder" in run_error(server, prompt)
+        with pytest.raises(ComfyError, match="'robust_link_path.json' is outside ComfyUI's input folder"):
+            server.queue(prompt)  # refused before Load Video runs (issue 16, item 12)
         # a link that stays inside the input folder is fine
         entry = server.run({"1": load_video("robust_inner_link.mp4", frame_count=2), "2": preview})
         assert len(entry["outputs"]["2"]["images"]) == 2
@@ -554,16 +556,8 @@ def test_nothing_is_written_through_symlinked_output_or_lora_folders(server, tmp
              "ReCaptureDepthToPointCloud", "outside ComfyUI's output folder"),
             (server.base / "models" / "loras" / "recapture", training_prompt(steps=1, name="escape"),
              "ReCaptureTrainMaskedLoRA", "outside models/loras")):
-        aside = folder.with_name(folder.name + "_aside")
-        if folder.exists():
-            folder.rename(aside)
-        folder.symlink_to(outside, target_is_directory=True)
-        try:
+        with linked_away(folder, outside):
             message = run_error(server, prompt)
-        finally:
-            folder.unlink()
-            if aside.exists():
-                aside.rename(folder)
         assert message.startswith(f"{node}: ") and where in message and "is a link to" in message, message
         assert list(outside.iterdir()) == []
 
