@@ -100,7 +100,8 @@ class LiveBytes(TorchDispatchMode):
 @contextlib.contextmanager
 def estimating(tracker: LiveBytes):
     """Patches the pack's parking and input checks, and torch's parameter swap, for fake tensors."""
-    offloaded, check, sigmas = recapture.memory.offloaded, recapture.train._check_inputs, recapture.sampling.karras_sigmas
+    offloaded, check = recapture.memory.offloaded, recapture.train._check_inputs
+    sigmas, refine = recapture.sampling.karras_sigmas, recapture.sampling.refine_sigmas
 
     @contextlib.contextmanager
     def parked(*modules, to="cpu"):
@@ -114,19 +115,23 @@ def estimating(tracker: LiveBytes):
         with unset_fake_temporarily():
             return sigmas(models, steps)
 
+    def real_refine_sigmas(models, config):  # SDEdit's start picks sigmas by value: real tensors too
+        with unset_fake_temporarily():
+            return refine(models, config)
+
     def set_data(t1, t2):  # Module.to() swaps fake parameters, which the fake mode's weakrefs forbid
         t1.data = t2.data
 
     recapture.train.offloaded = recapture.sampling.offloaded = parked
     recapture.train._check_inputs = lambda *a, **k: None  # reads data; the real inputs are fine by construction
-    recapture.sampling.karras_sigmas = real_sigmas
+    recapture.sampling.karras_sigmas, recapture.sampling.refine_sigmas = real_sigmas, real_refine_sigmas
     swap, torch.utils.swap_tensors = torch.utils.swap_tensors, set_data
     try:
         yield
     finally:
         recapture.train.offloaded = recapture.sampling.offloaded = offloaded
         recapture.train._check_inputs = check
-        recapture.sampling.karras_sigmas = sigmas
+        recapture.sampling.karras_sigmas, recapture.sampling.refine_sigmas = sigmas, refine
         torch.utils.swap_tensors = swap
 
 

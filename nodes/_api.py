@@ -16,9 +16,9 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 
-__all__ = ["ComfyExtension", "InputImpl", "io", "ui", "Progress", "check_cancel", "input_files", "input_path",
-           "model_path", "output_file", "releasing_memory", "require_finite", "setting_input", "video_player",
-           "writable_folder"]
+__all__ = ["ComfyExtension", "InputImpl", "io", "ui", "Progress", "check_cancel", "check_inputs", "input_files",
+           "input_path", "in_models", "inside", "model_path", "output_file", "releasing_memory", "require_finite",
+           "setting_input", "video_player", "writable_folder"]
 
 
 def check_cancel() -> None:
@@ -85,7 +85,7 @@ def setting_input(config: type, name: str, input_name: str | None = None, **opti
         return io.Boolean.Input(input_name or name, **common)
     ranged = {k: v for k, v in (("min", s.min), ("max", s.max), ("step", s.step)) if v is not None}
     kind = io.Int if isinstance(s.default, int) else io.Float
-    return kind.Input(input_name or name, **ranged, **common)
+    return kind.Input(input_name or name, **(ranged | common))
 
 
 @contextlib.contextmanager
@@ -119,11 +119,60 @@ def video_player(cls, frames, overlay=None) -> dict:
     return {"recapture_player": [player]}
 
 
+def check_inputs(cls, values: dict, input_folder: tuple[str, ...] = ()) -> bool | str:
+    """What a node's ``validate_inputs`` returns, before anything of the prompt runs: True, or a message
+    naming the node, the input and the fix. It checks each of ``values`` (the inputs ``validate_inputs``
+    declares; ``cls``, if there, is skipped) against the node's schema, freshly made so that file lists are
+    today's: a FLOAT must be a finite number in its range, an INT a whole number in its range, a COMBO one
+    of its options. ComfyUI 0.3.75 skips its own min/max check for the inputs ``validate_inputs`` declares
+    (for all of them if it takes ``**kwargs``: never do), its check lets NaN through, and it does not check
+    V3 combos at all. ``input_folder`` names the combos that pick from ComfyUI's input folder. Linked
+    inputs arrive as None: the library checks them when the node runs."""
+    from ..recapture.config import check_number
+
+    schema = cls.define_schema()
+    specs = {spec.id: spec for spec in schema.inputs}
+    for name, value in values.items():
+        spec = specs.get(name)
+        if value is None or spec is None:
+            continue
+        try:
+            if isinstance(spec, io.Combo.Input):
+                if value not in spec.options:
+                    if name in input_folder:
+                        try:
+                            path = input_path(value)
+                        except ValueError as outside:  # '../x', '/etc/x', a link leading out
+                            raise ValueError(f"{name} {outside}") from None
+                        if os.path.exists(path):  # '/', './', another kind of file
+                            raise ValueError(f"{name} {value!r} is not one this input takes: pick one from the list "
+                                             f"({spec.tooltip})")
+                        raise ValueError(f"{name} {value!r} is not in ComfyUI's input folder: upload it or pick one "
+                                         "from the list")
+                    choices = (", ".join(map(str, spec.options)) if len(spec.options) <= 12
+                               else f"{len(spec.options)} choices")
+                    raise ValueError(f"{name} {value!r} is not one of its choices ({choices or 'none'}): pick one "
+                                     "from the list (files added since the page was loaded appear after "
+                                     "refreshing it)")
+            elif isinstance(spec, (io.Float.Input, io.Int.Input)):
+                check_number(name, value, spec.min, spec.max, whole=isinstance(spec, io.Int.Input))
+        except ValueError as e:
+            return f"{schema.display_name}: {e}"
+    return True
+
+
+def inside(root: str, name: str) -> bool:
+    """Whether ``root/name`` really lies inside ``root`` once ``..`` and symlinks are resolved."""
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([real_root, os.path.realpath(os.path.join(root, name))]) == real_root
+
+
 def input_files(extensions: tuple[str, ...]) -> list[str]:
-    """Names of the files in ComfyUI's input folder with one of these (lower-case) extensions."""
+    """Names of the files in ComfyUI's input folder with one of these (lower-case) extensions; links that
+    lead outside the folder are left out (``input_path`` would refuse them)."""
     root = folder_paths.get_input_directory()
     return sorted(n for n in os.listdir(root)
-                  if n.lower().endswith(extensions) and os.path.isfile(os.path.join(root, n)))
+                  if n.lower().endswith(extensions) and os.path.isfile(os.path.join(root, n)) and inside(root, n))
 
 
 def input_path(name: str) -> str:
@@ -136,15 +185,35 @@ def input_path(name: str) -> str:
     return path
 
 
+def input_file_inside(path: str | os.PathLike) -> str:
+    """A file about to be read from a picked input sub-folder (a frame) -> its resolved path, refused when
+    it is a link leading outside the input folder (the folder itself was checked by ``input_path``; each
+    file in it is checked again as it is read). The message names the file, not where it leads."""
+    root = os.path.realpath(folder_paths.get_input_directory())
+    real = os.path.realpath(path)
+    if os.path.commonpath([root, real]) != root:
+        shown = os.path.relpath(os.path.abspath(path), root) if os.path.isabs(path) else str(path)
+        raise ValueError(f"{shown!r} is outside ComfyUI's input folder (a link leading elsewhere): files are read "
+                         "only from inside it. Put the file itself there instead of a link")
+    return real
+
+
 def model_path(folder_type: str, name: str) -> str:
     """A file or sub-folder ``name`` of one of ComfyUI's model folders (``depth``, ``diffusers``...),
     never outside them."""
     for root in folder_paths.get_folder_paths(folder_type):
-        real_root = os.path.realpath(root)
         path = os.path.realpath(os.path.join(root, name))
-        if os.path.commonpath([real_root, path]) == real_root and os.path.exists(path):
+        if inside(root, name) and os.path.exists(path):
             return path
     raise ValueError(f"no {name!r} in models/{folder_type}/: put it there and refresh the page")
+
+
+def in_models(folder_type: str, name: str) -> bool:
+    """Whether ``model_path`` takes ``name``: lists of models offer only those."""
+    try:
+        return bool(model_path(folder_type, name))
+    except ValueError:
+        return False
 
 
 def writable_folder(root: str, subfolder: str, what: str) -> str:

@@ -11,10 +11,10 @@ import comfy.model_management
 import folder_paths
 import torch
 
-from ..recapture.config import SampleConfig, TrainConfig, memory_from_switch
+from ..recapture.config import FROM_LORA, SampleConfig, TrainConfig, conditioning_for, memory_from_switch, setting_of
 from ..recapture.lora import DEFAULT_NAME as DEFAULT_LORA_NAME
-from ._api import (Progress, io, model_path, releasing_memory, require_finite, setting_input, ui, video_player,
-                   writable_folder)
+from ._api import (Progress, check_inputs, in_models, io, model_path, releasing_memory, require_finite, setting_input,
+                   ui, video_player, writable_folder)
 
 SVDType = io.Custom("RECAPTURE_SVD")
 LoRAType = io.Custom("RECAPTURE_LORA")
@@ -26,11 +26,13 @@ def _svd_choices() -> list[str]:
     """Single-file checkpoints (``checkpoints/...``) and diffusers SVD folders (``diffusers/...``)."""
     from ..recapture.svd import is_diffusers_svd_folder
 
-    files = [f"checkpoints/{f}" for f in folder_paths.get_filename_list("checkpoints") if f.endswith(".safetensors")]
+    files = [f"checkpoints/{f}" for f in folder_paths.get_filename_list("checkpoints")
+             if f.endswith(".safetensors") and in_models("checkpoints", f)]  # no link leading out
     folders = set()
     for root in folder_paths.get_folder_paths("diffusers"):
         if os.path.isdir(root):
-            folders.update(n for n in os.listdir(root) if is_diffusers_svd_folder(os.path.join(root, n)))
+            folders.update(n for n in os.listdir(root)
+                           if in_models("diffusers", n) and is_diffusers_svd_folder(os.path.join(root, n)))
     return files + [f"diffusers/{n}" for n in sorted(folders)]
 
 
@@ -47,7 +49,10 @@ def _dtype(choice: str, device: torch.device) -> torch.dtype:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float16 if device.type == "mps" else torch.float32
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[choice]
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if choice not in dtypes:
+        raise ValueError(f"dtype {choice!r} is not one of {', '.join(DTYPES)}: pick one from the list")
+    return dtypes[choice]
 
 
 class ReCaptureLoadSVD(io.ComfyNode):
@@ -73,6 +78,10 @@ class ReCaptureLoadSVD(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, model: str, dtype: str) -> bool | str:
+        return check_inputs(cls, locals())
+
+    @classmethod
     def execute(cls, model: str, dtype: str) -> io.NodeOutput:
         from ..recapture.svd import load_svd
 
@@ -89,18 +98,14 @@ def _lora_dir() -> str:
     return writable_folder(folder_paths.get_folder_paths("loras")[0], LORA_SUBFOLDER, "models/loras")
 
 
-def _free_lora_name(name: str) -> str:
-    """A file stem under models/loras/recapture/ that no existing file uses (never overwrite)."""
+def _check_lora_name(name: str) -> None:
+    """Refuses, before any training, a lora_name that is not a plain file stem, or a LoRA folder that is a
+    link leading out. The free number (never overwrite) is found when the pair is saved (``save_lora_pair``):
+    a name free now may be taken by the time training ends."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}", name) or ".." in name:
         raise ValueError(f"lora_name {name!r} may only use letters, digits, '_', '-' and '.' (no folders): it "
                          "becomes models/loras/recapture/<lora_name>_temporal.safetensors")
-    from ..recapture.lora import pair_paths
-
-    folder, stem, n = _lora_dir(), name, 1
-    while any(path.exists() for path in pair_paths(folder, stem).values()):
-        n += 1
-        stem = f"{name}_{n}"
-    return stem
+    _lora_dir()
 
 
 class ReCaptureTrainMaskedLoRA(io.ComfyNode):
@@ -134,6 +139,7 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
                                 tooltip="File stem: models/loras/recapture/<name>_temporal / _spatial.safetensors "
                                         "(a number is added instead of overwriting)."),
                 _low_memory_input(TrainConfig),
+                setting_input(TrainConfig, "spatial_augment", optional=True),
             ],
             outputs=[
                 LoRAType.Output("lora", display_name="lora", tooltip="Both trained LoRAs, for the sampler."),
@@ -142,8 +148,13 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, learning_rate: float, noise_aug_strength: float) -> bool | str:
+        return check_inputs(cls, locals())
+
+    @classmethod
     def execute(cls, svd, anchor, mask, source, steps, frames, learning_rate, rank, seed, conditioning_frame, fps,
-                motion_bucket_id, noise_aug_strength, mask_erosion, lora_name, low_memory=False) -> io.NodeOutput:
+                motion_bucket_id, noise_aug_strength, mask_erosion, lora_name, low_memory=False,
+                spatial_augment=TrainConfig.spatial_augment) -> io.NodeOutput:
         from PIL import Image
 
         from ..recapture.lora import save_lora_pair
@@ -153,11 +164,11 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
         for name, value, maker in (("anchor", anchor, "Render Anchor"), ("mask", mask, "Render Anchor"),
                                    ("source", source, "Load Video")):
             require_finite(name, value, f"connect the {name} straight from ReCapture {maker}")
-        stem = _free_lora_name(lora_name)
+        _check_lora_name(lora_name)
         config = TrainConfig(rank=rank, learning_rate=learning_rate, steps=steps, seed=seed,
                              conditioning_frame=conditioning_frame, fps=fps, motion_bucket_id=motion_bucket_id,
                              noise_aug_strength=noise_aug_strength, mask_erosion=mask_erosion,
-                             memory=memory_from_switch(low_memory))
+                             spatial_augment=spatial_augment, memory=memory_from_switch(low_memory))
         progress = Progress(steps)
         losses: list[tuple[float, float]] = []
 
@@ -174,7 +185,7 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
             mask = mask if mask.ndim == 3 else mask[None]
             lora = train_recapture_lora(svd, anchor[:count].clone(), mask[:count].clone(), source[:count].clone(),
                                         config, on_step=on_step)
-        save_lora_pair(_lora_dir(), stem, lora, {"model": svd.name})
+        save_lora_pair(_lora_dir(), lora_name, lora, {"model": svd.name})
         curve = loss_curve_image(lora.losses)[None]
         return io.NodeOutput(lora, curve, ui=ui.PreviewImage(curve, cls=cls))
 
@@ -199,6 +210,10 @@ class ReCaptureLoadLoRA(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, temporal: str, spatial: str) -> bool | str:
+        return check_inputs(cls, locals())
+
+    @classmethod
     def fingerprint_inputs(cls, temporal: str, spatial: str) -> str:
         return ";".join(str(os.path.getmtime(folder_paths.get_full_path_or_raise("loras", f))) for f in (temporal, spatial))
 
@@ -211,6 +226,22 @@ class ReCaptureLoadLoRA(io.ComfyNode):
 
 
 PROMPT_FRAMES = ("first anchor frame", "first source frame")
+
+
+def _from_lora_input(name: str, **options):
+    """An input of SVD's conditioning (fps, motion bucket, noise augmentation) for sampling: by default
+    (``FROM_LORA``) the value the LoRA was trained with; any other value overrides it."""
+    value = FROM_LORA[name]
+    return setting_input(SampleConfig, name, default=value, min=value, tooltip=f"{setting_of(SampleConfig, name).help} "
+                         f"{value:g} = the LoRA's own (what it was trained with; SVD's default for other LoRAs).",
+                         **options)
+
+
+def _sample_config(lora, fps, motion_bucket_id, noise_aug_strength, low_memory, **values) -> SampleConfig:
+    """The sampling settings of a node: SVD's conditioning the LoRA's unless an input overrides it."""
+    conditioning = conditioning_for(lora.conditioning, fps=fps, motion_bucket_id=motion_bucket_id,
+                                    noise_aug_strength=noise_aug_strength)
+    return SampleConfig(**vars(conditioning), **values, memory=memory_from_switch(low_memory))
 
 
 def _low_memory_input(config: type):
@@ -242,23 +273,34 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
                 setting_input(SampleConfig, "seed", control_after_generate=True),
                 setting_input(SampleConfig, "min_guidance"),
                 setting_input(SampleConfig, "max_guidance"),
-                setting_input(SampleConfig, "fps"),
-                setting_input(SampleConfig, "motion_bucket_id"),
-                setting_input(SampleConfig, "noise_aug_strength"),
+                _from_lora_input("fps"),
+                _from_lora_input("motion_bucket_id"),
+                _from_lora_input("noise_aug_strength"),
                 setting_input(SampleConfig, "temporal_strength"),
                 setting_input(SampleConfig, "spatial_strength"),
                 setting_input(SampleConfig, "decode_chunk_size"),
                 _low_memory_input(SampleConfig),
                 io.Image.Input("source", optional=True, tooltip="The source frames, for image_prompt = first source frame."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="The anchor's validity mask (from Render Anchor): the image prompt is black "
+                                      "in its holes, as in training. Needed for anchors from other nodes that do "
+                                      "not leave holes black; unconnected: all valid."),
             ],
             outputs=[io.Image.Output("frames", display_name="frames", tooltip="The sampled video frames.")],
         )
 
     @classmethod
+    def validate_inputs(cls, image_prompt: str, min_guidance: float, max_guidance: float, fps: int,
+                        motion_bucket_id: int, noise_aug_strength: float, temporal_strength: float,
+                        spatial_strength: float) -> bool | str:
+        return check_inputs(cls, locals())
+
+    @classmethod
     def execute(cls, svd, lora, anchor, image_prompt, steps, seed, min_guidance, max_guidance, fps,
                 motion_bucket_id, noise_aug_strength, temporal_strength, spatial_strength, decode_chunk_size,
-                low_memory=False, source=None) -> io.NodeOutput:
+                low_memory=False, source=None, mask=None) -> io.NodeOutput:
         from ..recapture.sampling import sample_video
+        from ..recapture.svd_conditioning import image_prompt as prompt_frame
 
         if image_prompt == PROMPT_FRAMES[1] and source is None:
             raise ValueError("image_prompt is the first source frame but no source is connected: connect the source "
@@ -266,11 +308,17 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
         require_finite("anchor", anchor, "connect the anchor straight from ReCapture Render Anchor")
         if source is not None:
             require_finite("source", source, "connect the source frames straight from ReCapture Load Video")
-        prompt = (source if image_prompt == PROMPT_FRAMES[1] else anchor)[0]
-        config = SampleConfig(steps=steps, min_guidance=min_guidance, max_guidance=max_guidance, fps=fps,
-                              motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength, seed=seed,
-                              temporal_strength=temporal_strength, spatial_strength=spatial_strength,
-                              decode_chunk_size=decode_chunk_size, memory=memory_from_switch(low_memory))
+        if mask is not None:
+            mask = mask if mask.ndim == 3 else mask[None]
+            if mask.shape[1:] != anchor.shape[1:3]:
+                raise ValueError(f"the mask is {mask.shape[2]}x{mask.shape[1]} but the anchor {anchor.shape[2]}x"
+                                 f"{anchor.shape[1]}: connect the mask rendered with this anchor")
+            require_finite("mask", mask, "connect the mask straight from ReCapture Render Anchor")
+        prompt = (prompt_frame(source) if image_prompt == PROMPT_FRAMES[1] else prompt_frame(anchor, mask))
+        config = _sample_config(lora, fps, motion_bucket_id, noise_aug_strength, low_memory, steps=steps, seed=seed,
+                                min_guidance=min_guidance, max_guidance=max_guidance,
+                                temporal_strength=temporal_strength, spatial_strength=spatial_strength,
+                                decode_chunk_size=decode_chunk_size)
         progress = Progress(steps)
         with torch.inference_mode(False), releasing_memory():
             frames = sample_video(svd, lora, prompt.clone(), anchor.shape[0], config, lambda _: progress.advance())
@@ -285,7 +333,8 @@ class ReCaptureSDEditRefine(io.ComfyNode):
             display_name="ReCapture SDEdit Refine",
             category="ReCapture/svd",
             description="Sharpens sampled frames: noises them to the level of `strength` and denoises again with the "
-                        "spatial LoRA only (SDEdit). Strength 0 returns the input (through the VAE).",
+                        "spatial LoRA only (SDEdit), with SVD's conditioning the LoRA was trained with unless set "
+                        "here. Strength 0 returns the input (through the VAE).",
             inputs=[
                 SVDType.Input("svd", tooltip="From ReCapture Load SVD."),
                 LoRAType.Input("lora", tooltip="The LoRA pair; only its spatial LoRA is used."),
@@ -295,19 +344,33 @@ class ReCaptureSDEditRefine(io.ComfyNode):
                 setting_input(SampleConfig, "seed", control_after_generate=True),
                 setting_input(SampleConfig, "decode_chunk_size", optional=True),
                 _low_memory_input(SampleConfig),
+                setting_input(SampleConfig, "min_guidance", optional=True),
+                setting_input(SampleConfig, "max_guidance", optional=True),
+                _from_lora_input("fps", optional=True),
+                _from_lora_input("motion_bucket_id", optional=True),
+                _from_lora_input("noise_aug_strength", optional=True),
             ],
             outputs=[io.Image.Output("refined", display_name="refined", tooltip="The refined frames.")],
         )
 
     @classmethod
+    def validate_inputs(cls, strength: float, min_guidance: float | None = None, max_guidance: float | None = None,
+                        fps: int | None = None, motion_bucket_id: int | None = None,
+                        noise_aug_strength: float | None = None) -> bool | str:
+        return check_inputs(cls, locals())
+
+    @classmethod
     def execute(cls, svd, lora, frames, strength, steps, seed, decode_chunk_size=SampleConfig.decode_chunk_size,
-                low_memory=False) -> io.NodeOutput:
+                low_memory=False, min_guidance=SampleConfig.min_guidance, max_guidance=SampleConfig.max_guidance,
+                fps=FROM_LORA["fps"], motion_bucket_id=FROM_LORA["motion_bucket_id"],
+                noise_aug_strength=FROM_LORA["noise_aug_strength"]) -> io.NodeOutput:
         from ..recapture.sampling import refine_steps, sdedit
 
         require_finite("frames", frames, "connect the frames straight from ReCapture SVD Dual-LoRA Sample")
-        config = SampleConfig(steps=steps, seed=seed, refine_strength=strength, decode_chunk_size=decode_chunk_size,
-                              memory=memory_from_switch(low_memory))
-        progress = Progress(max(1, refine_steps(config)))
+        config = _sample_config(lora, fps, motion_bucket_id, noise_aug_strength, low_memory, steps=steps, seed=seed,
+                                refine_strength=strength, decode_chunk_size=decode_chunk_size,
+                                min_guidance=min_guidance, max_guidance=max_guidance)
+        progress = Progress(max(1, refine_steps(svd, config)))
         with torch.inference_mode(False), releasing_memory():
             refined = sdedit(svd, lora, frames.clone(), config, lambda _: progress.advance())
         return io.NodeOutput(refined, ui=video_player(cls, refined))

@@ -6,6 +6,7 @@ the nodes' inputs are."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -13,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import (DEPTH_KINDS, PRESETS, CameraConfig, ClipConfig, PointCloudConfig, RenderConfig, SampleConfig,
-                     TrainConfig, memory_from_switch, setting_of)
+from .config import (DEPTH_KINDS, FROM_LORA, PRESETS, CameraConfig, ClipConfig, PointCloudConfig, RenderConfig,
+                     SampleConfig, TrainConfig, conditioning_for, memory_from_switch, setting_of)
 from .files import atomic_path
 from .lora import DEFAULT_NAME as DEFAULT_LORA_NAME
 from .memory import OutOfMemory
 
 # The config fields the command line offers, with their flags: training's, sampling's, and those the
 # two share (one value serves both, as SVD's conditioning must be the same in training and sampling).
-TRAIN_FLAGS = {"steps": "--steps", "learning_rate": "--lr", "rank": "--rank"}
+TRAIN_FLAGS = {"steps": "--steps", "learning_rate": "--lr", "rank": "--rank", "spatial_augment": "--spatial-augment"}
 SAMPLE_FLAGS = {"steps": "--sample-steps", "min_guidance": "--min-guidance", "max_guidance": "--max-guidance",
                 "refine_strength": "--refine", "decode_chunk_size": "--decode-chunk-size"}
 CLIP_FLAGS = {"start_frame": "--start", "frame_count": "--frames", "every_nth": "--every"}
@@ -72,9 +73,11 @@ def render_stage1(args: argparse.Namespace):
     from . import camera
     from .pointcloud import make_point_cloud
     from .render import render_anchor
-    from .video import ClipSelection, fit_frames, read_clip
+    from .video import ClipSelection, check_clip_size, fit_frames, read_clip
 
     selection = ClipSelection(start=args.start, count=args.frames, step=args.every)
+    if args.size is not None:
+        check_clip_size(*args.size)
     frames, fps = read_clip(args.video, selection)
     if args.size is not None:
         frames = fit_frames(frames, *args.size)
@@ -123,10 +126,13 @@ def _progress(total: int, label: str):
     return step, bar.close
 
 
-def config_from_args(config: type, flags: dict[str, str], args: argparse.Namespace):
+def config_from_args(config: type, flags: dict[str, str], args: argparse.Namespace, lora=None):
     """A ``TrainConfig`` / ``SampleConfig`` from the parsed options named in ``flags`` (and the shared
-    ones); the rest keep their defaults."""
+    ones); the rest keep their defaults. Sampling with a ``lora``: SVD's conditioning options left out
+    are the LoRA's."""
     values = {name: getattr(args, _dest(flag)) for name, flag in (flags | SHARED_FLAGS).items()}
+    if lora is not None:
+        values |= vars(conditioning_for(lora.conditioning, **{name: values[name] for name in FROM_LORA}))
     return config(**values, memory=memory_from_switch(args.low_memory))
 
 
@@ -144,14 +150,15 @@ def _train(args, models, anchor, mask, source):
     return lora
 
 
-def _sample(args, models, lora, anchor, fps: float) -> None:
+def _sample(args, models, lora, anchor, mask, fps: float) -> None:
     from .sampling import sample_video, sdedit
+    from .svd_conditioning import image_prompt
     from .video import write_video
 
-    config = config_from_args(SampleConfig, SAMPLE_FLAGS, args)
+    config = config_from_args(SampleConfig, SAMPLE_FLAGS, args, lora)
     step, close = _progress(config.steps, "sample")
     try:
-        frames = sample_video(models, lora, anchor[0], len(anchor), config, on_step=step)
+        frames = sample_video(models, lora, image_prompt(anchor, mask), len(anchor), config, on_step=step)
     finally:
         close()
     if config.refine_strength > 0:
@@ -186,10 +193,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     from .lora import load_lora_pair
 
-    anchor, _ = _load_anchor(args.anchor)
+    anchor, mask = _load_anchor(args.anchor)
     lora = load_lora_pair(args.lora_temporal, args.lora_spatial)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    _sample(args, _load_models(args), lora, anchor, args.fps)
+    _sample(args, _load_models(args), lora, anchor, mask, args.fps)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -197,7 +204,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     write_stage1(Path(args.out), fps, anchor, mask, path)
     models = _load_models(args)
     lora = _train(args, models, anchor, mask, frames)
-    _sample(args, models, lora, anchor, fps)
+    _sample(args, models, lora, anchor, mask, fps)
     print(f"wrote {Path(args.out) / 'recaptured.mp4'}", file=sys.stderr)
 
 
@@ -249,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-temporal", required=True, help="the *_temporal.safetensors file")
     p.add_argument("--lora-spatial", required=True, help="the *_spatial.safetensors file")
     p.add_argument("--fps", type=float, default=24.0, help="frame rate of the written video")
-    _svd_options(p)
+    _svd_options(p, from_lora=True)
     _sample_options(p)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_sample)
@@ -300,25 +307,32 @@ def _number(kind: type, low, high):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"{text} is outside {low:g}..{high:g}")
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is outside {low:g}..{high:g}")  # NaN too
         return value
     return parse
 
 
-def _setting_option(p: argparse.ArgumentParser, config: type, name: str, flag: str, help: str | None = None) -> None:
-    """An option for a config field: its default, range and help from ``recapture.config``."""
+def _setting_option(p: argparse.ArgumentParser, config: type, name: str, flag: str, help: str | None = None,
+                    from_lora: bool = False) -> None:
+    """An option for a config field: its default, range and help from ``recapture.config``; ``from_lora``:
+    left out, it is the LoRA's (None)."""
     s = setting_of(config, name)
-    kind = {"choices": s.choices} if s.choices else {"type": _number(type(s.default), s.min, s.max)}
-    p.add_argument(flag, **kind, default=s.default, help=f"{help or s.help} (default {s.default})")
+    kind = ({"choices": s.choices} if s.choices else {"action": argparse.BooleanOptionalAction}
+            if isinstance(s.default, bool) else {"type": _number(type(s.default), s.min, s.max)})
+    default = None if from_lora else s.default
+    shown = "the LoRA's, what it was trained with" if from_lora else s.default
+    p.add_argument(flag, **kind, default=default, help=f"{help or s.help} (default {shown})")
 
 
-def _svd_options(p: argparse.ArgumentParser) -> None:
+def _svd_options(p: argparse.ArgumentParser, from_lora: bool = False) -> None:
+    """The SVD model, device and shared options; ``from_lora``: SVD's conditioning defaults to the LoRA's."""
     _device_option(p)
     p.add_argument("--svd", required=True,
                    help="SVD checkpoint: svd_xt.safetensors / svd.safetensors or a diffusers-format folder")
     for name, flag in SHARED_FLAGS.items():
-        _setting_option(p, TrainConfig, name, flag, "Random seed (LoRA initialisation, noise)." if name == "seed" else None)
+        _setting_option(p, TrainConfig, name, flag, "Random seed (LoRA initialisation, noise)." if name == "seed" else None,
+                        from_lora=from_lora and name in FROM_LORA)
     p.add_argument("--low-memory", action="store_true",
                    help=f"Training: {setting_of(TrainConfig, 'memory').help} Sampling: "
                         f"{setting_of(SampleConfig, 'memory').help}")

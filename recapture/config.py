@@ -7,6 +7,8 @@ gives them (rank 16, learning rate 5e-4, 400 steps) and SVD's own pipeline other
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field, fields
 
 VAE_CHUNK = 8  # frames the VAE encodes or decodes at once by default
@@ -37,6 +39,59 @@ def setting_of(config: type, name: str) -> Setting:
     raise KeyError(f"{config.__name__} has no setting {name!r}")
 
 
+def check_number(name: str, value, low: float | None, high: float | None, whole: bool = False,
+                 error: type[ValueError] = ValueError):
+    """Returns ``value`` if it is a finite number within ``low..high`` (a whole one if ``whole``), else raises
+    ``error`` naming it. NaN passes every ``<``/``>`` comparison, so a plain range check lets it through;
+    this one does not.
+
+    >>> check_number("near", float("nan"), 0.001, 10000.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: near must be a finite number between 0.001 and 10000, got nan
+    >>> check_number("rank", 1000, 1, 256, whole=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: rank must be between 1 and 256, got 1000
+    """
+    def shown(x: float) -> str:  # 1000000, not 1e+06
+        return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+    bounds = (f" between {shown(low)} and {shown(high)}" if low is not None and high is not None
+              else f" at least {shown(low)}" if low is not None else f" at most {shown(high)}" if high is not None
+              else "")
+    if not (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            and (not whole or value == int(value))):
+        raise error(f"{name} must be {'a whole number' if whole else 'a finite number'}{bounds}, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise error(f"{name} must be{bounds}, got {value!r}")
+    return value
+
+
+def check_setting(config: type, name: str, value, label: str | None = None, error: type[ValueError] = ValueError):
+    """Returns ``value`` if the ``Setting`` of field ``name`` of ``config`` allows it (one of its choices, or a
+    finite number in its range), else raises ``error`` naming it (as ``label``, default ``name``)."""
+    s = setting_of(config, name)
+    label = label or name
+    if s.choices is not None:
+        if value not in s.choices:
+            raise error(f"{label} must be one of {', '.join(s.choices)}, got {value!r}")
+        return value
+    if s.min is None and s.max is None:
+        return value
+    return check_number(label, value, s.min, s.max, whole=isinstance(s.default, int), error=error)
+
+
+def check_settings(config) -> None:
+    """Checks every field of a config instance that has a ``Setting`` (``check_setting``); a custom
+    ``MemoryPlan`` and None (not set: a default applies) pass as they are. The library's entry points call
+    it, so the command line and scripts get the same checks as the nodes."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if "setting" in f.metadata and value is not None and not isinstance(value, MemoryPlan):
+            check_setting(type(config), f.name, value)
+
+
 # --- Stage 1 ------------------------------------------------------------------------------------------
 FIT_MODES = ("crop", "pad", "stretch")  # how frames are brought to another size
 
@@ -54,6 +109,9 @@ class ClipConfig:
     height: int = setting(576, "Output height in pixels, a multiple of 64 as SVD needs.", min=64, max=4096, step=64)
     resize: str = setting("crop", "crop: fill the size and cut the overflow at the centre; pad: fit inside with "
                           "black bars; stretch: change the aspect ratio.", choices=FIT_MODES)
+    max_megapixels: float = setting(40.0, "Largest source frame read, in megapixels (8K video is 33): a file "
+                                    "declaring more is refused before decoding (a decompression bomb: a few KB "
+                                    "that would fill the memory).", min=1.0, max=1000.0, step=1.0)
 
 # What a depth map holds: relative inverse depth (bright = near), relative depth, z-depth in scene units.
 DEPTH_KINDS = ("inverse", "relative", "metric")
@@ -86,6 +144,13 @@ PRESETS = (
 )
 EASINGS = ("linear", "ease_in", "ease_out", "ease_in_out")
 
+# How much a camera path may hold (a camera file, custom_path, a request to the editor's route): refused
+# above these before most of the parsing, so a huge path cannot hold up the server or ignore Cancel.
+MAX_PATH_CAMERAS = 10_000  # cameras; also the frame count's maximum, so a path baked at any frame count fits
+MAX_PATH_BYTES = 8 * 2**20  # MAX_PATH_CAMERAS cameras at full precision, pretty-printed, are about 4 MB
+MAX_PATH_REQUEST_BYTES = 2 * MAX_PATH_BYTES  # a route request carrying such a custom_path, its quotes escaped
+PATH_CANCEL_EVERY = 500  # cameras read between two checks for Cancel
+
 
 @dataclass
 class CameraConfig:
@@ -98,7 +163,8 @@ class CameraConfig:
                             "truck/pedestal/dolly; percent focal-length change for zoom (50: x1.5 in, /1.5 out). "
                             "Negative reverses the move.", min=-3600.0, max=3600.0, step=1.0)
     easing: str = setting("ease_in_out", "How the move speeds up and slows down over the clip.", choices=EASINGS)
-    frames: int = setting(14, "Number of frames; a connected point cloud sets it instead.", min=1, max=10_000)
+    frames: int = setting(14, "Number of frames; a connected point cloud sets it instead.", min=1,
+                          max=MAX_PATH_CAMERAS)
     pivot_distance: float = setting(0.0, "Distance from the camera to the subject the orbit circles (scene units). "
                                     "0 = the depth at the image centre of the point cloud.", min=0.0,
                                     max=100_000.0, step=0.1)
@@ -188,6 +254,19 @@ class Conditioning:
         return Conditioning(self.fps, self.motion_bucket_id, self.noise_aug_strength)
 
 
+# A sampling node's fps / motion_bucket_id / noise_aug_strength value meaning "what the LoRA was trained
+# with" (one below each range); the command line leaves the option out for that.
+FROM_LORA = {"fps": 0, "motion_bucket_id": -1, "noise_aug_strength": -1.0}
+
+
+def conditioning_for(trained: Conditioning, **given) -> Conditioning:
+    """SVD's conditioning to sample with: each ``given`` value (fps, motion_bucket_id, noise_aug_strength),
+    except None or its ``FROM_LORA`` value, which take the ``trained`` one (``TrainedLoRA.conditioning``)."""
+    values = {f.name: getattr(trained, f.name) for f in fields(Conditioning)}
+    values |= {name: value for name, value in given.items() if value is not None and value != FROM_LORA[name]}
+    return Conditioning(**values)
+
+
 @dataclass
 class TrainConfig(Conditioning):
     """One ReCapture fine-tuning run: the temporal LoRA on the anchor, the spatial LoRA on the source."""
@@ -204,6 +283,11 @@ class TrainConfig(Conditioning):
     p_std: float = 1.6
     conditioning_dropout: float = 0.1  # keeps classifier-free guidance working
     spatial_frames: int = 4  # source frames per spatial step
+    spatial_augment: bool = setting(True, "Train the spatial LoRA on randomly cropped, scaled and mirrored source "
+                                    "frames (the paper's augmentation), so it learns the scene's look and not the "
+                                    "source camera's framing.")
+    augmented_copies: int = 4  # reframed copies of each source frame, encoded once
+    conditioning_noise_draws: int = 16  # noise augmentations of the image prompt, encoded once, one picked per step
     memory: str | MemoryPlan = setting(
         DEFAULT_MEMORY, "For GPUs with 8-12 GB (the low memory plan): recomputes every block in the backward pass (the feed-forwards in "
         "slices) and encodes 2 frames at a time: 14 frames at 1024x576 need about 8 GB instead of 12. The same "
@@ -223,8 +307,9 @@ class SampleConfig(Conditioning):
     temporal_strength: float = setting(1.0, "Strength of the temporal (camera motion) LoRA.", min=0.0, max=2.0,
                                        step=0.05)
     spatial_strength: float = setting(1.0, "Strength of the spatial (appearance) LoRA.", min=0.0, max=2.0, step=0.05)
-    refine_strength: float = setting(0.3, "How far SDEdit re-noises the frames: 0 = unchanged, 1 = from pure noise.",
-                                     min=0.0, max=1.0, step=0.05)
+    refine_strength: float = setting(0.6, "How much noise SDEdit adds before denoising: its share of the noised "
+                                     "frames (0 = unchanged, 1 = pure noise), whatever the steps. 0.6 redraws fine "
+                                     "detail and keeps the layout.", min=0.0, max=1.0, step=0.05)
     decode_chunk_size: int = setting(VAE_CHUNK, "Frames the VAE decodes (SDEdit: also encodes) at once; lower it if "
                                      "memory runs out (SVD's decoder mixes the frames of a chunk).", min=1, max=64)
     memory: str | MemoryPlan = setting(

@@ -1,8 +1,9 @@
 """ReCapture's two LoRAs on the SVD UNet, and SVD's image-only mode.
 
-- ``temporal``: attention of the temporal transformer blocks (``attn1`` across frames, ``attn2`` to
-  the image embedding). Trained on the anchor video with the masked loss: it learns the new camera's
-  motion.
+- ``temporal``: attention of the temporal transformer blocks (``attn1`` across frames; of ``attn2``, to
+  the image embedding, only ``to_v``/``to_out``: it attends to one token, so its softmax is 1 and
+  ``to_q``/``to_k`` can never learn). Trained on the anchor video with the masked loss: it learns the
+  new camera's motion.
 - ``spatial``: self-attention of the spatial transformer blocks. Trained on source frames with the
   temporal layers off: it learns the scene's appearance.
 
@@ -27,7 +28,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from .files import atomic_path
+from .files import atomic_path, publish_new
 from .svd import unet_diffusers_to_sgm_module_path, unet_layout
 from .types import TrainedLoRA
 
@@ -37,10 +38,13 @@ DEFAULT_NAME = "recapture"  # file stem of a pair (pair_paths)
 ADAPTERS = ("temporal", "spatial")
 # peft matches string targets with re.fullmatch against module names.
 TARGETS = {
-    "temporal": r".*temporal_transformer_blocks\.\d+\.(attn1|attn2)\.(to_q|to_k|to_v|to_out\.0)",
+    "temporal": r".*temporal_transformer_blocks\.\d+\.(attn1\.(to_q|to_k)|(attn1|attn2)\.(to_v|to_out\.0))",
     # the leading "\." keeps temporal_transformer_blocks out
     "spatial": r".*\.transformer_blocks\.\d+\.attn1\.(to_q|to_k|to_v|to_out\.0)",
 }
+
+# ComfyUI keys of the temporal cross-attention's query/key (SGM ``time_stack``), which nothing can learn
+UNLEARNABLE_KEYS = re.compile(r"diffusion_model\..*\.time_stack\.\d+\.attn2\.(to_q|to_k)\.")
 
 
 def inject_lora_adapters(unet: torch.nn.Module, rank: int = 16, alpha: float | None = None, seed: int = 0) -> None:
@@ -234,15 +238,20 @@ def merged_lora(unet: torch.nn.Module, states: dict[str, dict[str, torch.Tensor]
 
 def save_lora_file(path: str | os.PathLike, state: dict[str, torch.Tensor], adapter: str, rank: int, alpha: float,
                    settings: dict | None = None) -> Path:
-    """Writes one adapter as safetensors (atomically) with what made it in the metadata."""
+    """Writes one adapter as safetensors (atomically, replacing ``path``) with what made it in the metadata."""
+    with atomic_path(path) as tmp:
+        _write_lora(tmp, state, adapter, rank, alpha, settings)
+    return Path(path)
+
+
+def _write_lora(path: Path, state: dict[str, torch.Tensor], adapter: str, rank: int, alpha: float,
+                settings: dict | None) -> None:
     from safetensors.torch import save_file
 
     metadata = {"format": FORMAT, "recapture.adapter": adapter, "recapture.rank": str(rank),
                 "recapture.alpha": str(alpha), "recapture.targets": TARGETS[adapter],
                 "recapture.settings": json.dumps(settings or {}), "modelspec.architecture": "stable-video-diffusion/lora"}
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
-    return Path(path)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
 
 
 def load_lora_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -289,7 +298,9 @@ def apply_lora(unet: torch.nn.Module, lora: TrainedLoRA, temporal: float = 1.0, 
 def lora_pair(temporal: dict[str, torch.Tensor], spatial: dict[str, torch.Tensor],
               settings: dict | None = None) -> TrainedLoRA:
     """A ``TrainedLoRA`` from two adapters' weights (rank from the weights, alpha from ``.alpha``) and
-    the training settings stored with them."""
+    the training settings stored with them. Weights for the temporal ``attn2.to_q/to_k`` (in files from
+    before they were left out, see ``TARGETS``) are dropped: they cannot change the UNet's output."""
+    temporal = {k: v for k, v in temporal.items() if not UNLEARNABLE_KEYS.match(k)}
     rank_alpha = set()
     for state in (temporal, spatial):
         a_key = next((k for k in state if k.endswith(".lora_A.weight")), None)
@@ -326,7 +337,16 @@ def pair_paths(folder: str | os.PathLike, stem: str) -> dict[str, Path]:
 
 def save_lora_pair(folder: str | os.PathLike, stem: str, lora: TrainedLoRA, settings: dict | None = None) -> list[Path]:
     """Writes the pair's two files (``pair_paths``) with the training's settings (and ``settings``) in their
-    metadata."""
-    return [save_lora_file(path, getattr(lora, adapter), adapter, lora.rank, lora.alpha,
-                           settings=lora.config | (settings or {}))
-            for adapter, path in pair_paths(folder, stem).items()]
+    metadata; returns their paths.
+
+    An existing file is never replaced, not even one that appeared while the pair was being trained or
+    written (another training saving under the same name): the pair then goes to ``<stem>_2``,
+    ``<stem>_3``... (the first numbers whose two names are both free), and the paths say where."""
+    def write(temporaries: list[Path]) -> None:
+        for adapter, tmp in zip(ADAPTERS, temporaries):
+            _write_lora(tmp, getattr(lora, adapter), adapter, lora.rank, lora.alpha, lora.config | (settings or {}))
+
+    def names(n: int) -> list[Path]:
+        return list(pair_paths(folder, stem if n == 1 else f"{stem}_{n}").values())
+
+    return publish_new(write, names)

@@ -9,13 +9,14 @@ frames from ``min_guidance`` to ``max_guidance`` (the unconditional branch has a
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable
 
 import torch
 from einops import repeat
 
 from .checkpointing import feed_forwards_in_slices
-from .config import SampleConfig, memory_plan
+from .config import SampleConfig, check_setting, check_settings, memory_plan
 from .lora import merged_lora
 from .memory import offloaded, out_of_memory_as
 from .svd_conditioning import decode_latents, edm_denoise, encode_conditioning, encode_latents
@@ -96,6 +97,7 @@ def sample_video(models: SVDModels, lora: TrainedLoRA | None, prompt_frame: torc
         ``(num_frames, H, W, 3)`` frames in 0..1.
     """
     config = config or SampleConfig()
+    check_settings(config)  # NaN guidance or LoRA strengths would give a black video
     if not torch.isfinite(prompt_frame).all():
         raise ValueError("the image prompt frame has NaN or infinite values: use a frame with colours in 0..1")
     h, w = prompt_frame.shape[:2]
@@ -114,35 +116,53 @@ def sample_video(models: SVDModels, lora: TrainedLoRA | None, prompt_frame: torc
         return with_lora(models, lora, config.temporal_strength, config.spatial_strength, work)
 
 
-def refine_steps(config: SampleConfig) -> int:
-    """How many of the ``steps`` Karras steps SDEdit runs: the last ``round(steps * refine_strength)``."""
-    return round(config.steps * config.refine_strength)
+def sdedit_sigma(strength: float) -> float:
+    """The noise level SDEdit starts from: ``sigma = sqrt(s / (1 - s))``, so that strength ``s`` is the
+    noise's share of the noised latents' variance, ``sigma^2 / (1 + sigma^2)`` (DDPM's ``1 - alpha_bar``),
+    whatever the step count. 0 -> 0 (nothing changes), 1 -> infinity (pure noise).
+
+    >>> [round(sdedit_sigma(s), 3) for s in (0.0, 0.2, 0.5, 0.6, 0.9)]
+    [0.0, 0.5, 1.0, 1.225, 3.0]
+    """
+    return math.inf if strength >= 1 else math.sqrt(strength / (1 - strength))
+
+
+def refine_sigmas(models: SVDModels, config: SampleConfig) -> torch.Tensor:
+    """SDEdit's sigmas: ``sdedit_sigma(config.refine_strength)``, then the sigmas of the ``config.steps``-step
+    Karras schedule below it, ending with 0. Strength 0 gives ``[0]`` (no step); a start above the
+    schedule's largest sigma starts there (from noise)."""
+    check_setting(SampleConfig, "refine_strength", config.refine_strength, "strength")
+    schedule = karras_sigmas(models, config.steps)
+    start = min(sdedit_sigma(config.refine_strength), float(schedule[0]))
+    return torch.cat([torch.tensor([start]), schedule[schedule < start]])
+
+
+def refine_steps(models: SVDModels, config: SampleConfig) -> int:
+    """How many Euler steps SDEdit runs (``refine_sigmas``)."""
+    return len(refine_sigmas(models, config)) - 1
 
 
 def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, config: SampleConfig | None = None,
            on_step: Callable[[int], None] | None = None) -> torch.Tensor:
-    """SDEdit refinement with the spatial LoRA only: noise the frames to the sigma of
-    ``config.refine_strength`` and denoise.
+    """SDEdit refinement with the spatial LoRA only: noise the frames to the level of
+    ``config.refine_strength`` (``sdedit_sigma``) and denoise over ``refine_sigmas``.
 
-    Strength 0 returns the frames after a VAE round trip; 1 starts from pure noise. The last
-    ``refine_steps(config)`` of ``steps`` Karras steps are run. The image prompt is the first frame.
+    Strength 0 returns the frames after a VAE round trip; 1 starts from pure noise. The image prompt is
+    the first frame.
     """
     config = config or SampleConfig()
-    strength = config.refine_strength
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be between 0 and 1, got {strength}")
     if not torch.isfinite(frames).all():
         raise ValueError("the frames to refine have NaN or infinite values: refine frames with colours in 0..1")
+    check_settings(config)
+    sigmas = refine_sigmas(models, config)
     generator = torch.Generator("cpu").manual_seed(config.seed)
     with offloaded(models.unet) if memory_plan(config.memory).park_unet else contextlib.nullcontext():
         x0 = encode_latents(models, frames, config.decode_chunk_size)[None]
-    run = refine_steps(config)
-    sigmas = karras_sigmas(models, config.steps)[-(run + 1):]
     embedding, condition = encode_conditioning(models, frames[0], config.noise_aug_strength, generator)
     noise = torch.randn(x0.shape, generator=generator)
 
     def work():
-        if not run:
+        if len(sigmas) == 1:
             return decode_latents(models, x0, config.decode_chunk_size)
         return _denoise_then_decode(models, x0 + sigmas[0] * noise, sigmas, embedding, condition, config, on_step)
 

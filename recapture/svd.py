@@ -559,7 +559,8 @@ def load_svd(path, dtype: torch.dtype | None = None, device: str | torch.device 
         path: ``svd.safetensors`` / ``svd_xt.safetensors`` (SGM layout, as ComfyUI users have them, fp16
             variants included), or a local StableVideoDiffusionPipeline folder (``model_index.json``,
             ``unet/``, ``vae/``, ``image_encoder/``, ``feature_extractor/``, ``scheduler/``).
-        dtype: of all weights; None keeps the checkpoint's (the UNet's dtype for a single file).
+        dtype: of the weights (the VAE: ``vae_dtype``); None keeps the checkpoint's (the UNet's dtype for
+            a single file).
         device: where the models end up.
         configs: single files only: ``{"unet", "vae", "image_encoder"}`` config dicts to build instead of
             the architecture read off the file (``configs_from_checkpoint``); a UNet config without
@@ -614,7 +615,12 @@ def load_svd_single_file(path, dtype: torch.dtype | None = None, device: str | t
                                  f"{describe_checkpoint(keys)}. {WHERE_SVD_GOES}")
             prefixes = (UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX)
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in keys if k.startswith(prefixes)}
-            models = _empty_models(shapes, path.name, configs)
+            try:
+                models = _empty_models(shapes, path.name, configs)
+            except (KeyError, StopIteration, IndexError) as e:  # a weight the architecture is read from is not there
+                missing = f"no weight {e.args[0]!r}" if isinstance(e, KeyError) and e.args else "weights are missing"
+                raise ValueError(f"{path.name} is damaged or incomplete ({missing}): download svd.safetensors / "
+                                 "svd_xt.safetensors again") from None
             parts = _parts(models)
             for part, prefix, module, convert in parts:  # names and shapes first, on meta tensors
                 meta = {k[len(prefix):]: torch.empty(v, device="meta")
@@ -623,7 +629,8 @@ def load_svd_single_file(path, dtype: torch.dtype | None = None, device: str | t
             unet_keys = [k for k in shapes if k.startswith(UNET_PREFIX)]
             dtype = dtype or f.get_tensor(min(unet_keys, key=lambda k: math.prod(shapes[k]))).dtype
             for part, prefix, module, convert in parts:
-                state = convert({k[len(prefix):]: _cast(f.get_tensor(k), dtype, device)
+                part_dtype = vae_dtype(dtype) if module is models.vae else dtype
+                state = convert({k[len(prefix):]: _cast(f.get_tensor(k), part_dtype, device)
                                  for k in shapes if k.startswith(prefix)})
                 module.load_state_dict(state, strict=True, assign=True)
                 del state
@@ -650,6 +657,13 @@ def _parts(models: SVDModels) -> list[tuple[str, str, torch.nn.Module, Callable[
     return [("UNet", UNET_PREFIX, models.unet, lambda s: unet_state_from_sgm(s, **layout)),
             ("VAE", VAE_PREFIX, models.vae, vae_state_from_sgm),
             ("image encoder", CLIP_PREFIX, models.image_encoder, openclip_to_clip_vision)]
+
+
+def vae_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The VAE's dtype for a model loaded in ``dtype``: float32 instead of float16, whose range SVD's VAE
+    overflows (its config says ``force_upcast``, which diffusers and ComfyUI honour); bf16 or float32 as
+    asked."""
+    return torch.float32 if dtype == torch.float16 else dtype
 
 
 def _cast(tensor: torch.Tensor, dtype: torch.dtype, device) -> torch.Tensor:
@@ -712,12 +726,40 @@ def _weights_kwargs(folder: Path, dtype: torch.dtype | None) -> dict:
     return dict(local_files_only=True, use_safetensors=True, variant="fp16" if use_fp16 else None)
 
 
+def _weight_files(folder: Path, variant: str | None) -> list[Path]:
+    """The safetensors files ``from_pretrained`` reads for one component (the fp16 variant's, or the others)."""
+    pattern = "*.fp16*.safetensors" if variant else "*.safetensors"
+    return sorted(p for p in folder.glob(pattern) if variant or ".fp16" not in p.name)
+
+
+def _shown(folder: Path, files: list[Path]) -> str:
+    """How a component's weight file(s) are named in messages: ``<model>/unet/<file>``."""
+    return f"{folder.parent.name}/{folder.name}/" + " + ".join(p.name for p in files)
+
+
+def _check_weight_headers(folder: Path, variant: str | None) -> None:
+    """Reads the headers of a component's weight files (no weights): a damaged or empty file is named with
+    the fix, instead of an error from deep inside diffusers (or a model left on the meta device)."""
+    from .files import safetensors_keys
+
+    for file in _weight_files(folder, variant):
+        safetensors_keys(file, shown=_shown(folder, [file]))
+
+
+def _check_complete(folder: Path, variant: str | None, module: torch.nn.Module) -> None:
+    """diffusers leaves weights its files lack on the meta device ("Cannot copy out of meta tensor" later):
+    name the file(s) and the fix instead."""
+    missing = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if missing:
+        raise ValueError(f"{_shown(folder, _weight_files(folder, variant))} is damaged or incomplete "
+                         f"({len(missing)} weights are missing, e.g. {missing[0]}): download it again")
+
+
 def _stored_dtype(folder: Path, variant: str | None) -> torch.dtype:
     """The dtype of a component's stored weights (read from one small tensor)."""
     from safetensors import safe_open
 
-    pattern = "*.fp16*.safetensors" if variant else "*.safetensors"
-    file = sorted(p for p in folder.glob(pattern) if variant or ".fp16" not in p.name)[0]
+    file = _weight_files(folder, variant)[0]
     with safe_open(str(file), framework="pt") as f:
         keys = list(f.keys())
         return f.get_tensor(min(keys, key=lambda k: math.prod(tuple(f.get_slice(k).get_shape())))).dtype
@@ -726,7 +768,8 @@ def _stored_dtype(folder: Path, variant: str | None) -> torch.dtype:
 def load_svd_folder(path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu") -> SVDModels:
     """SVD from a local diffusers StableVideoDiffusionPipeline folder (see ``load_svd``).
 
-    Each component loads straight into ``dtype`` (None: the stored UNet weights' dtype, for all three).
+    Each component loads straight into ``dtype`` (None: the stored UNet weights' dtype; the VAE:
+    ``vae_dtype``).
     """
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
@@ -736,16 +779,20 @@ def load_svd_folder(path, dtype: torch.dtype | None = None, device: str | torch.
         raise ValueError(f"{path} is not a diffusers Stable Video Diffusion folder (it needs model_index.json and "
                          f"unet/, vae/, image_encoder/...). {WHERE_SVD_GOES}")
     kwargs = {sub: _weights_kwargs(path / sub, dtype) for sub in ("unet", "vae", "image_encoder")}
+    for sub, options in kwargs.items():
+        _check_weight_headers(path / sub, options["variant"])
     dtype = dtype or _stored_dtype(path / "unet", kwargs["unet"]["variant"])
     try:
         unet = UNetSpatioTemporalConditionModel.from_pretrained(path / "unet", torch_dtype=dtype, **kwargs["unet"])
-        vae = AutoencoderKLTemporalDecoder.from_pretrained(path / "vae", torch_dtype=dtype, **kwargs["vae"])
+        vae = AutoencoderKLTemporalDecoder.from_pretrained(path / "vae", torch_dtype=vae_dtype(dtype), **kwargs["vae"])
         encoder = CLIPVisionModelWithProjection.from_pretrained(path / "image_encoder", **_transformers_dtype(dtype),
                                                                 **kwargs["image_encoder"])
         processor = CLIPImageProcessor.from_pretrained(path / "feature_extractor", local_files_only=True)
         scheduler = EulerDiscreteScheduler.from_pretrained(path / "scheduler", local_files_only=True)
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot load SVD from {path}: {e}") from e
+    for sub, module in (("unet", unet), ("vae", vae), ("image_encoder", encoder)):
+        _check_complete(path / sub, kwargs[sub]["variant"], module)
     use_original_norm_eps(unet)
     for module in (unet, vae, encoder):
         module.requires_grad_(False).eval().to(device)  # already in dtype: the VAE warns on a cast

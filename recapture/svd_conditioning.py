@@ -51,26 +51,61 @@ def decode_latents(models: SVDModels, latents: torch.Tensor, chunk: int = VAE_CH
     return rearrange((torch.cat(frames).float() + 1.0) / 2.0, "f c h w -> f h w c").clamp(0, 1).cpu()
 
 
+def clip_input(images: torch.Tensor, feature_extractor) -> torch.Tensor:
+    """SVD's own CLIP preprocessing (sgm's, and diffusers' SVD pipeline for images): a Gaussian blur of
+    sigma ``(factor - 1) / 2`` against aliasing, a bicubic resize with aligned corners to the CLIP size,
+    then CLIP's normalisation.
+
+    Args:
+        images: ``(N, 3, H, W)`` in -1..1.
+        feature_extractor: ``CLIPImageProcessor``: its ``crop_size``, ``image_mean`` and ``image_std``.
+
+    Returns:
+        ``(N, 3, h, w)`` CLIP input.
+    """
+    from kornia.filters import gaussian_blur2d
+
+    size = (feature_extractor.crop_size["height"], feature_extractor.crop_size["width"])
+    sigmas = tuple(max((have / want - 1.0) / 2.0, 0.001) for have, want in zip(images.shape[-2:], size))
+    kernel = tuple(int(max(4.0 * sigma, 3)) | 1 for sigma in sigmas)  # two sigmas each side, odd
+    resized = F.interpolate(gaussian_blur2d(images, kernel, sigmas), size=size, mode="bicubic", align_corners=True)
+    mean = torch.tensor(feature_extractor.image_mean, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(feature_extractor.image_std, device=images.device).view(1, 3, 1, 1)
+    return ((resized + 1.0) / 2.0 - mean) / std
+
+
+def image_prompt(frames: torch.Tensor, mask: torch.Tensor | None = None, index: int = 0) -> torch.Tensor:
+    """The frame SVD is prompted with, the same for training and sampling: frame ``index``, black where
+    its mask says invalid (an anchor's holes hold whatever made it left there; training sees them black).
+
+    Args:
+        frames: ``(N, H, W, 3)`` in 0..1; mask: ``(N, H, W)``, 1 = valid, or None (all valid).
+
+    Returns:
+        ``(H, W, 3)``.
+    """
+    frame = frames[index]
+    return frame if mask is None else frame * mask[index][..., None].to(frame.dtype)
+
+
 @torch.no_grad()
 def encode_conditioning(models: SVDModels, frame: torch.Tensor, noise_aug_strength: float,
-                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The image prompt: CLIP image embedding ``(1, 1, D)`` and unscaled noise-augmented latent ``(1, 4, h, w)``.
+                        generator: torch.Generator | None = None, draws: int = 1,
+                        chunk: int = VAE_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image prompt: CLIP image embedding ``(1, 1, D)`` of the frame, and the unscaled latents of
+    ``draws`` noise augmentations of it ``(draws, 4, h, w)`` (SVD draws the noise afresh for every
+    sample; training picks one of the draws at each step), encoded ``chunk`` at a time.
 
     Args:
         frame: ``(H, W, 3)`` in 0..1.
     """
     encoder, vae = models.image_encoder, models.vae
     x = to_model_range(frame[None], vae.device, torch.float32)
-    size = models.feature_extractor.crop_size
-    clip_in = F.interpolate(x, size=(size["height"], size["width"]), mode="bicubic", align_corners=False,
-                            antialias=True)
-    mean = torch.tensor(models.feature_extractor.image_mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(models.feature_extractor.image_std, device=x.device).view(1, 3, 1, 1)
-    clip_in = ((clip_in + 1.0) / 2.0 - mean) / std
-    embedding = encoder(clip_in.to(encoder.device, encoder.dtype)).image_embeds[:, None]
-    noise = torch.randn(x.shape, generator=generator, device=generator.device if generator else x.device)
-    latent = vae.encode((x + noise_aug_strength * noise.to(x.device)).to(vae.dtype)).latent_dist.mode()
-    return embedding.float(), latent.float()
+    embedding = encoder(clip_input(x, models.feature_extractor).to(encoder.device, encoder.dtype)).image_embeds[:, None]
+    noise = torch.randn((draws, *x.shape[1:]), generator=generator, device=generator.device if generator else x.device)
+    noisy = (x + noise_aug_strength * noise.to(x.device)).to(vae.dtype)
+    latents = torch.cat([vae.encode(noisy[i : i + chunk]).latent_dist.mode() for i in range(0, draws, chunk)])
+    return embedding.float(), latents.float()
 
 
 def edm_denoise(unet, noisy: torch.Tensor, sigma: torch.Tensor, conditioning_latents: torch.Tensor,

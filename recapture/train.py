@@ -16,11 +16,11 @@ import torch
 from einops import rearrange
 
 from .checkpointing import checkpointed_blocks
-from .config import TrainConfig, memory_plan
+from .config import TrainConfig, check_settings, memory_plan
 from .lora import ADAPTERS, adapter_parameters, adapter_state, image_only_mode, inject_lora_adapters, \
     remove_lora_adapters, set_lora_strengths
 from .memory import offloaded, out_of_memory_as
-from .svd_conditioning import edm_loss, encode_conditioning, encode_latents, latent_mask
+from .svd_conditioning import edm_loss, encode_conditioning, encode_latents, image_prompt, latent_mask
 from .types import SVDModels, TrainedLoRA
 
 
@@ -45,11 +45,38 @@ def _check_inputs(anchor, mask, source, config: TrainConfig) -> None:
         raise ValueError(f"learning rate {config.learning_rate} is outside (0, 0.1]: the paper uses 5e-4")
     if not 0 <= config.conditioning_frame < min(len(anchor), len(source)):
         raise ValueError(f"conditioning_frame {config.conditioning_frame} is not a frame of the clip")
+    check_settings(config)  # every other setting (NaN noise_aug_strength would train NaN LoRAs)
 
 
 def _sigmas(count: int, config: TrainConfig, generator: torch.Generator, device) -> torch.Tensor:
     log_sigma = config.p_mean + config.p_std * torch.randn(count, generator=generator, device=generator.device)
     return log_sigma.exp().to(device)
+
+
+def reframed(frames: torch.Tensor, generator: torch.Generator, min_scale: float = 0.8) -> torch.Tensor:
+    """The spatial LoRA's augmentation: each frame cropped to a random window (``min_scale``..1 of each
+    side, the aspect kept, anywhere in the frame), scaled back to full size, and mirrored with
+    probability 1/2, so the LoRA learns the scene's look rather than the source camera's framing.
+
+    Args:
+        frames: ``(N, H, W, 3)`` in 0..1.
+
+    Returns:
+        ``(N, H, W, 3)``.
+    """
+    from kornia.geometry.transform import crop_and_resize
+
+    n, h, w = frames.shape[:3]
+    scale = min_scale + (1 - min_scale) * torch.rand(n, generator=generator)
+    left = (1 - scale) * torch.rand(n, generator=generator) * (w - 1)
+    top = (1 - scale) * torch.rand(n, generator=generator) * (h - 1)
+    right, bottom = left + scale * (w - 1), top + scale * (h - 1)
+    mirror = torch.rand(n, generator=generator) < 0.5
+    left, right = torch.where(mirror, right, left), torch.where(mirror, left, right)  # a mirrored box flips
+    boxes = torch.stack([torch.stack([left, top], -1), torch.stack([right, top], -1),
+                         torch.stack([right, bottom], -1), torch.stack([left, bottom], -1)], dim=1)
+    crops = crop_and_resize(rearrange(frames, "n h w c -> n c h w"), boxes, (h, w), mode="bilinear")
+    return rearrange(crops, "n c h w -> n h w c").clamp(0, 1)
 
 
 def _drop_conditioning(embedding, latents, probability: float, generator: torch.Generator):
@@ -94,13 +121,19 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
     #    first: whatever the anchor holds there must not reach valid latents through the VAE.
     anchor = anchor * mask[..., None]
     anchor_latents = rearrange(encode_latents(models, anchor, plan.encode_chunk), "f c h w -> 1 f c h w")
-    # the source frames as N separate one-frame clips
-    source_latents = rearrange(encode_latents(models, source, plan.encode_chunk), "n c h w -> n 1 c h w")
+    # the source frames as separate one-frame clips; augmented: several reframed copies of each
+    spatial = (torch.cat([reframed(source, generator) for _ in range(config.augmented_copies)])
+               if config.spatial_augment else source)
+    source_latents = rearrange(encode_latents(models, spatial, plan.encode_chunk), "n c h w -> n 1 c h w")
     valid = latent_mask(mask, config.mask_erosion)[None].to(device)  # (1, F, 1, h, w)
-    anchor_embedding, anchor_condition = encode_conditioning(models, anchor[config.conditioning_frame],
-                                                             config.noise_aug_strength, generator)
-    source_embedding, source_condition = encode_conditioning(models, source[config.conditioning_frame],
-                                                             config.noise_aug_strength, generator)
+    # the image prompts, each with a set of noise augmentation draws to pick from at every step
+    draws = config.conditioning_noise_draws
+    anchor_embedding, anchor_conditions = encode_conditioning(
+        models, image_prompt(anchor, mask, config.conditioning_frame), config.noise_aug_strength, generator, draws,
+        plan.encode_chunk)
+    source_embedding, source_conditions = encode_conditioning(
+        models, image_prompt(source, None, config.conditioning_frame), config.noise_aug_strength, generator, draws,
+        plan.encode_chunk)
     time_ids = torch.tensor([config.time_ids()], device=device)
 
     # 2. Two adapters on the frozen base, one optimizer over both.
@@ -112,6 +145,7 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
         inject_lora_adapters(unet, config.rank, config.alpha, config.seed)
         temporal_params, spatial_params = (adapter_parameters(unet, a) for a in ADAPTERS)
         optimizer = torch.optim.AdamW([*temporal_params, *spatial_params], lr=config.learning_rate, weight_decay=0.0)
+        scaler = _loss_scaler(unet)
         losses: list[tuple[float, float]] = []
         try:
             for step in range(config.steps):
@@ -119,30 +153,32 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
                 #     LoRA is active but frozen.
                 _trainable(temporal_params, spatial_params)
                 x0 = anchor_latents.to(device)
-                embedding, condition = _drop_conditioning(anchor_embedding, anchor_condition[:, None].expand_as(x0),
-                                                          config.conditioning_dropout, generator)
+                condition = anchor_conditions[_draw(1, draws, generator)][:, None].expand_as(x0)
+                embedding, condition = _drop_conditioning(anchor_embedding, condition, config.conditioning_dropout,
+                                                          generator)
                 noise = torch.randn(x0.shape, generator=generator).to(device)
                 temporal_loss = edm_loss(unet, x0, _sigmas(1, config, generator, device), noise, condition, embedding,
                                          time_ids, valid)
-                temporal_loss.backward()
+                scaler.scale(temporal_loss).backward()
 
                 # 3b. Spatial LoRA on source frames as separate images: temporal layers and LoRA off.
                 _trainable(spatial_params, temporal_params)
                 picks = torch.randperm(len(source_latents), generator=generator)[: config.spatial_frames]
                 x0 = source_latents[picks].to(device)
-                embedding, condition = _drop_conditioning(source_embedding.expand(len(picks), -1, -1),
-                                                          source_condition[:, None].expand_as(x0),
+                condition = source_conditions[_draw(len(picks), draws, generator)][:, None].expand_as(x0)
+                embedding, condition = _drop_conditioning(source_embedding.expand(len(picks), -1, -1), condition,
                                                           config.conditioning_dropout, generator)
                 noise = torch.randn(x0.shape, generator=generator).to(device)
                 set_lora_strengths(unet, temporal=0.0, spatial=1.0)
                 with image_only_mode(unet):
                     spatial_loss = edm_loss(unet, x0, _sigmas(len(picks), config, generator, device), noise, condition,
                                             embedding, time_ids.expand(len(picks), -1))
-                    spatial_loss.backward()
+                    scaler.scale(spatial_loss).backward()
                 set_lora_strengths(unet, temporal=1.0, spatial=1.0)
 
                 # 4. One update of both adapters (total loss = temporal + spatial).
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 losses.append((temporal_loss.item(), spatial_loss.item()))
                 if on_step is not None:
@@ -153,6 +189,24 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
         finally:
             del optimizer
             remove_lora_adapters(unet)
+
+
+def _loss_scaler(unet) -> torch.amp.GradScaler:
+    """A float16 base would flush the tiny per-element gradients of a mean over ~0.5M latents to zero: its
+    losses are scaled up for the backward pass (steps that overflow are skipped and the scale halved).
+    Other dtypes need no scaling (the scaler is off)."""
+    from packaging.version import Version
+
+    device, half = unet.device, unet.dtype == torch.float16
+    if half and device.type == "mps" and Version(torch.__version__.split("+")[0]) < Version("2.8"):
+        raise ValueError(f"training a float16 model on an Apple GPU needs torch 2.8 or later (loss scaling on MPS), "
+                         f"this is {torch.__version__}: pick dtype bf16 or fp32 in ReCapture Load SVD, or update torch")
+    return torch.amp.GradScaler(device.type, init_scale=2.0**16, growth_interval=50, enabled=half)
+
+
+def _draw(count: int, draws: int, generator: torch.Generator) -> torch.Tensor:
+    """Which of the pre-encoded noise augmentation draws each of ``count`` clips gets this step."""
+    return torch.randint(draws, (count,), generator=generator)
 
 
 def _trainable(train: list[torch.nn.Parameter], freeze: list[torch.nn.Parameter]) -> None:

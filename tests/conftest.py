@@ -7,8 +7,11 @@ collect where it is not installed. The markers must say what a test needs (``mar
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -277,3 +280,42 @@ def to_openclip(hf: dict) -> dict:
     for (base, kind), parts in qkv.items():
         out[f"{base}attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
     return out
+
+
+# --- decompression bombs (tests of the pixel budget) ---------------------------------------------------
+def gif_bomb(width: int = 16000, height: int = 16000, frames: int = 14) -> bytes:
+    """A GIF of a few hundred bytes whose logical screen is ``width`` x ``height``, with ``frames`` 1x1
+    frames: a decoder that trusts the screen size allocates a whole screen per frame."""
+    out = bytearray(b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff")
+    out += b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"  # loop forever
+    for _ in range(frames):
+        out += b"\x21\xf9\x04\x00\x0a\x00\x00\x00"  # graphic control: 0.1 s
+        out += b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0)  # a 1x1 image at 0,0
+        out += b"\x02\x02\x44\x01\x00"  # LZW, minimum code size 2, one sub-block
+    return bytes(out + b"\x3b")
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A black 1-bit PNG of ``width`` x ``height`` compressed to a few KB (built row by row: cheap)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row, z = b"\x00" * (1 + (width + 7) // 8), zlib.compressobj(9)
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+@contextlib.contextmanager
+def linked_away(folder: Path, outside: Path):
+    """``folder`` replaced by a symlink to ``outside`` for the block (the real folder is put back after)."""
+    aside = folder.with_name(folder.name + "_aside")
+    if folder.exists():
+        folder.rename(aside)
+    folder.symlink_to(outside, target_is_directory=True)
+    try:
+        yield
+    finally:
+        folder.unlink()
+        if aside.exists():
+            aside.rename(folder)

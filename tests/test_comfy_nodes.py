@@ -18,12 +18,14 @@ NODES = {
     "ReCaptureLoadSVD": {"model", "dtype"},
     "ReCaptureTrainMaskedLoRA": {"svd", "anchor", "mask", "source", "steps", "frames", "learning_rate", "rank", "seed",
                                  "conditioning_frame", "fps", "motion_bucket_id", "noise_aug_strength", "mask_erosion",
-                                 "lora_name", "low_memory"},
+                                 "lora_name", "low_memory", "spatial_augment"},
     "ReCaptureLoadLoRA": {"temporal", "spatial"},
     "ReCaptureSVDDualLoRASample": {"svd", "lora", "anchor", "image_prompt", "steps", "seed", "min_guidance",
                                    "max_guidance", "fps", "motion_bucket_id", "noise_aug_strength",
-                                   "temporal_strength", "spatial_strength", "decode_chunk_size", "low_memory", "source"},
-    "ReCaptureSDEditRefine": {"svd", "lora", "frames", "strength", "steps", "seed", "decode_chunk_size", "low_memory"},
+                                   "temporal_strength", "spatial_strength", "decode_chunk_size", "low_memory", "source",
+                                   "mask"},
+    "ReCaptureSDEditRefine": {"svd", "lora", "frames", "strength", "steps", "seed", "decode_chunk_size", "low_memory",
+                              "min_guidance", "max_guidance", "fps", "motion_bucket_id", "noise_aug_strength"},
 }
 OUTPUTS = {
     "ReCaptureLoadVideo": ["IMAGE", "FLOAT", "INT"],

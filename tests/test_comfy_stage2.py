@@ -120,3 +120,72 @@ def test_load_svd_lists_checkpoints_and_names_what_a_wrong_file_is(comfy, tiny_s
     entry = comfy.wait(comfy.queue({"1": load, "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}))
     assert entry["status"]["status_str"] == "error"
     assert "it looks like an SDXL checkpoint" in execution_error(entry)
+
+
+def previewed(comfy, entry: dict, node: str):
+    """The frames a PreviewImage node showed, as a uint8 array (N, H, W, 3)."""
+    import numpy as np
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(comfy.base / item["type"] / item["subfolder"] / item["filename"]))
+                     for item in entry["outputs"][node]["images"]])
+
+
+def sampler(anchor=("5", 0), lora=("7", 0), **inputs) -> dict:
+    """A Dual-LoRA Sample node with its defaults (SVD's conditioning: the LoRA's)."""
+    return {"class_type": "ReCaptureSVDDualLoRASample", "inputs": {
+        "svd": ["6", 0], "lora": list(lora), "anchor": list(anchor), "image_prompt": "first anchor frame", "steps": 2,
+        "seed": 0, "min_guidance": 1.0, "max_guidance": 3.0, "fps": 0, "motion_bucket_id": -1,
+        "noise_aug_strength": -1.0, "temporal_strength": 1.0, "spatial_strength": 1.0, "decode_chunk_size": 8} | inputs}
+
+
+def refiner(lora=("7", 0), **inputs) -> dict:
+    return {"class_type": "ReCaptureSDEditRefine", "inputs": {
+        "svd": ["6", 0], "lora": list(lora), "frames": ["1", 0], "strength": 0.6, "steps": 3, "seed": 0} | inputs}
+
+
+TRAINED = {"fps": 12, "motion_bucket_id": 40, "noise_aug_strength": 0.1}
+SVD_DEFAULTS = {"fps": 7, "motion_bucket_id": 127, "noise_aug_strength": 0.02}
+
+
+def test_sampling_and_refining_take_the_loras_conditioning_unless_told(comfy, tiny_svd):
+    """A LoRA trained with fps 12, motion bucket 40, noise augmentation 0.1 is sampled and refined with
+    them by default (straight from training, and loaded from its files); inputs set on the node win."""
+    import numpy as np
+
+    prompt = training_prompt(tiny_svd, steps=1, name="conditioned")
+    prompt["7"]["inputs"] |= TRAINED
+    nodes = {"10": sampler(), "11": sampler(**TRAINED), "12": sampler(**SVD_DEFAULTS),
+             "13": refiner(), "14": refiner(**TRAINED), "15": refiner(**SVD_DEFAULTS)}
+    for node, spec in list(nodes.items()):
+        nodes[f"p{node}"] = {"class_type": "PreviewImage", "inputs": {"images": [node, 0]}}
+    entry = comfy.run(prompt | nodes)
+    out = {node: previewed(comfy, entry, f"p{node}") for node in ("10", "11", "12", "13", "14", "15")}
+    assert np.array_equal(out["10"], out["11"]) and not np.array_equal(out["10"], out["12"])
+    assert np.array_equal(out["13"], out["14"]) and not np.array_equal(out["13"], out["15"])
+
+    # the same pair loaded from its files: the metadata carries the settings
+    loaded = {"class_type": "ReCaptureLoadLoRA", "inputs": {"temporal": "recapture/conditioned_temporal.safetensors",
+                                                           "spatial": "recapture/conditioned_spatial.safetensors"}}
+    again = prompt | {"20": loaded, "21": sampler(lora=("20", 0)), "p21": {"class_type": "PreviewImage",
+                                                                           "inputs": {"images": ["21", 0]}}}
+    del again["7"], again["8"]
+    entry = comfy.run(again)
+    assert np.array_equal(previewed(comfy, entry, "p21"), out["10"])
+
+
+def test_the_samplers_image_prompt_is_black_in_the_masks_holes(comfy, tiny_svd):
+    """An anchor from elsewhere may hold anything in its holes: with its mask the prompt is black there,
+    as in training (here: source frames with an all-hole mask prompt like an all-black anchor)."""
+    import numpy as np
+
+    prompt = training_prompt(tiny_svd, steps=1, name="masked")
+    holes = {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": 64, "height": 64}}
+    black = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 4, "color": 0}}
+    nodes = {"30": holes, "31": black, "10": sampler(anchor=("1", 0), mask=["30", 0]), "11": sampler(anchor=("31", 0)),
+             "12": sampler(anchor=("1", 0))}
+    for node in ("10", "11", "12"):
+        nodes[f"p{node}"] = {"class_type": "PreviewImage", "inputs": {"images": [node, 0]}}
+    entry = comfy.run(prompt | nodes)
+    out = {node: previewed(comfy, entry, f"p{node}") for node in ("10", "11", "12")}
+    assert np.array_equal(out["10"], out["11"]) and not np.array_equal(out["10"], out["12"])

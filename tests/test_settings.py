@@ -8,10 +8,10 @@ from dataclasses import fields
 
 import pytest
 
-from recapture import config, geometry
+from recapture import config, geometry, sampling
 from recapture.cli import CAMERA_FLAGS, CLIP_FLAGS, POINT_CLOUD_FLAGS, SAMPLE_FLAGS, SHARED_FLAGS, TRAIN_FLAGS, build_parser
-from recapture.config import (MEMORY_PLANS, CameraConfig, ClipConfig, PointCloudConfig, RenderConfig, SampleConfig, TrainConfig,
-                              memory_plan, setting_of)
+from recapture.config import (FROM_LORA, MEMORY_PLANS, CameraConfig, ClipConfig, PointCloudConfig, RenderConfig,
+                              SampleConfig, TrainConfig, memory_plan, setting_of)
 
 # node -> {input: (config class, field)}: every node input that is a setting of the method
 NODE_SETTINGS = {
@@ -23,18 +23,21 @@ NODE_SETTINGS = {
     "ReCaptureRenderAnchor": {"dilate_holes": (RenderConfig, "dilate_holes")},
     "ReCaptureTrainMaskedLoRA": {name: (TrainConfig, name) for name in (
         "steps", "learning_rate", "rank", "seed", "conditioning_frame", "fps", "motion_bucket_id", "noise_aug_strength",
-        "mask_erosion")},
+        "mask_erosion", "spatial_augment")},
     "ReCaptureSVDDualLoRASample": {name: (SampleConfig, name) for name in (
         "steps", "seed", "min_guidance", "max_guidance", "fps", "motion_bucket_id", "noise_aug_strength",
         "temporal_strength", "spatial_strength", "decode_chunk_size")},
-    "ReCaptureSDEditRefine": {"strength": (SampleConfig, "refine_strength"), "steps": (SampleConfig, "steps"),
-                              "seed": (SampleConfig, "seed"), "decode_chunk_size": (SampleConfig, "decode_chunk_size")},
+    "ReCaptureSDEditRefine": {"strength": (SampleConfig, "refine_strength")} | {name: (SampleConfig, name) for name in (
+        "steps", "seed", "decode_chunk_size", "min_guidance", "max_guidance", "fps", "motion_bucket_id",
+        "noise_aug_strength")},
 }
+SAMPLING_NODES = ("ReCaptureSVDDualLoRASample", "ReCaptureSDEditRefine")
 
 
-def test_doctests_of_the_geometry_functions():
-    result = doctest.testmod(geometry, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 6 and result.failed == 0
+@pytest.mark.parametrize("module, examples", [(geometry, 6), (config, 2), (sampling, 1)])
+def test_doctests_of_the_small_public_functions(module, examples):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= examples and result.failed == 0
 
 
 def test_training_and_sampling_share_svd_conditioning_defaults():
@@ -53,6 +56,8 @@ def test_every_setting_has_a_range_inside_which_its_default_lies():
             assert s.help and s.default == f.default, f.name
             if s.choices:
                 assert s.default in s.choices, f.name
+            elif isinstance(s.default, bool):
+                assert s.min is None and s.max is None, f.name
             else:
                 assert s.min <= s.default <= s.max, f.name
     assert memory_plan(TrainConfig.memory) is MEMORY_PLANS["balanced"]
@@ -80,7 +85,10 @@ def test_command_line_defaults_are_the_configs(command):
              "run": [(TrainConfig, TRAIN_FLAGS), (SampleConfig, SAMPLE_FLAGS)]}[command]
     for cls, table in flags + [(TrainConfig, SHARED_FLAGS)]:
         for name, flag in table.items():
-            assert options[flag].default == setting_of(cls, name).default, flag
+            if command == "sample" and name in FROM_LORA:  # left out: the LoRA's
+                assert options[flag].default is None and "the LoRA's" in options[flag].help, flag
+            else:
+                assert options[flag].default == setting_of(cls, name).default, flag
     assert "--low-memory" in options and options["--low-memory"].default is False
 
 
@@ -101,6 +109,11 @@ def test_node_inputs_are_the_configs(comfy):
         for name, (cls, field_name) in inputs.items():
             s = setting_of(cls, field_name)
             options = every[name][1]
+            if node in SAMPLING_NODES and name in FROM_LORA:  # by default the LoRA's, below the range
+                assert options["default"] == options["min"] == FROM_LORA[name], (node, name)
+                assert options["max"] == s.max and options["tooltip"].startswith(s.help), (node, name)
+                assert "the LoRA's own" in options["tooltip"], (node, name)
+                continue
             assert options["default"] == s.default, (node, name)
             assert (options.get("min"), options.get("max")) == (s.min, s.max), (node, name)
             assert options["tooltip"] == s.help, (node, name)

@@ -117,12 +117,15 @@ def test_the_file_loads_whole_frozen_and_named(tiny, loaded):
 
 @comfy_code_test
 def test_fp16_file_keeps_its_dtype_unless_told(tiny, loaded, tmp_path):
-    """svd_xt_fp16.safetensors: dtype None keeps fp16 (the UNet's; a part stored in fp32 follows it)."""
+    """svd_xt_fp16.safetensors: dtype None keeps fp16 (the UNet's; a part stored in fp32 follows it), except
+    the VAE, which runs in float32 under a float16 model as SVD's config asks (``force_upcast``)."""
     path = tmp_path / "svd_xt_fp16.safetensors"
     save_file({k: v.half() if not k.startswith(CLIP_PREFIX) else v for k, v in tiny.tensors.items()}, str(path))
     half = load_svd(path, configs=tiny_svd_configs())
     assert_same_weights(loaded, half, torch.float16)
-    assert load_svd(path, torch.bfloat16, configs=tiny_svd_configs()).image_encoder.dtype == torch.bfloat16
+    assert (half.unet.dtype, half.image_encoder.dtype, half.vae.dtype) == (torch.float16, torch.float16, torch.float32)
+    bf16 = load_svd(path, torch.bfloat16, configs=tiny_svd_configs())
+    assert bf16.image_encoder.dtype == bf16.vae.dtype == torch.bfloat16
 
 
 @comfy_code_test
@@ -206,7 +209,7 @@ def assert_same_weights(a, b, dtype=None) -> None:
     for x, y in ((a.unet, b.unet), (a.vae, b.vae), (a.image_encoder, b.image_encoder)):
         sx, sy = x.state_dict(), y.state_dict()
         assert sx.keys() == sy.keys()
-        assert all(torch.equal(sx[k].to(dtype or sx[k].dtype), sy[k]) for k in sx)
+        assert all(torch.equal(sx[k].to(dtype or sx[k].dtype).to(sy[k].dtype), sy[k]) for k in sx)
 
 
 def test_diffusers_folder_round_trip(models, tmp_path):
@@ -226,7 +229,9 @@ def test_fp16_variant_is_used_when_present(models, tmp_path):
         module.half()
     save_svd_folder(half, tmp_path / "svd", variant="fp16")
     save_svd_folder(models, tmp_path / "svd")
-    assert_same_weights(models, load_svd(tmp_path / "svd"), torch.float16)
+    half = load_svd(tmp_path / "svd")
+    assert_same_weights(models, half, torch.float16)
+    assert (half.unet.dtype, half.vae.dtype) == (torch.float16, torch.float32)  # the VAE upcast, as SVD's config asks
     assert_same_weights(models, load_svd(tmp_path / "svd", torch.float32))
 
 
