@@ -88,7 +88,7 @@ FULL = {
         {"id": 13, "type": "ReCaptureTrainMaskedLoRA", "col": 4,
          "widgets": {"steps": 400, "learning_rate": 5e-4, "rank": 16, "lora_name": "recapture"}},
         {"id": 14, "type": "ReCaptureSVDDualLoRASample", "col": 5, "widgets": {"steps": 25}},
-        {"id": 15, "type": "ReCaptureSDEditRefine", "col": 5, "widgets": {"strength": 0.3, "steps": 25}},
+        {"id": 15, "type": "ReCaptureSDEditRefine", "col": 5, "widgets": {"strength": 0.6, "steps": 25}},
         {"id": 16, "type": "CreateVideo", "col": 6, "title": "Re-filmed video"},
         {"id": 17, "type": "SaveVideo", "col": 6, "widgets": {"filename_prefix": "recapture/recaptured"}},
         {"id": 18, "type": "PreviewImage", "col": 6, "title": "Training loss"},
@@ -96,6 +96,7 @@ FULL = {
     "links": ANCHOR_ONLY["links"] + [
         (12, "svd", 13, "svd"), (5, "anchor", 13, "anchor"), (5, "mask", 13, "mask"), (1, "frames", 13, "source"),
         (12, "svd", 14, "svd"), (13, "lora", 14, "lora"), (5, "anchor", 14, "anchor"), (1, "frames", 14, "source"),
+        (5, "mask", 14, "mask"),
         (12, "svd", 15, "svd"), (13, "lora", 15, "lora"), (14, "frames", 15, "frames"),
         (15, "refined", 16, "images"), (1, "fps", 16, "fps"), (16, "VIDEO", 17, "video"),
         (13, "loss_curve", 18, "images"),
