@@ -27,7 +27,8 @@ SAMPLE_FLAGS = {"steps": "--sample-steps", "min_guidance": "--min-guidance", "ma
                 "refine_strength": "--refine", "decode_chunk_size": "--decode-chunk-size"}
 CLIP_FLAGS = {"start_frame": "--start", "frame_count": "--frames", "every_nth": "--every"}
 CAMERA_FLAGS = {"amount": "--amount", "easing": "--easing", "pivot_distance": "--pivot-distance"}
-POINT_CLOUD_FLAGS = {"fov_deg": "--fov", "near": "--near", "far": "--far", "edge_threshold": "--edge-threshold"}
+POINT_CLOUD_FLAGS = {"fov_deg": "--fov", "near": "--near", "far": "--far", "edge_threshold": "--edge-threshold",
+                     "align_depth": "--align-depth"}
 SHARED_FLAGS = {"seed": "--seed", "fps": "--svd-fps", "motion_bucket_id": "--motion-bucket-id",
                 "noise_aug_strength": "--noise-aug-strength"}
 
@@ -83,7 +84,7 @@ def render_stage1(args: argparse.Namespace):
         frames = fit_frames(frames, *args.size)
     depth = _read_depth(args.depth, selection, args.size)
     cloud = make_point_cloud(frames, depth, kind=args.depth_kind, fov_deg=args.fov, near=args.near, far=args.far,
-                             edge_threshold=args.edge_threshold)
+                             edge_threshold=args.edge_threshold, align_depth=args.align_depth)
     path = camera.choose_camera_path(args.camera, args.amount, args.easing, cloud.num_frames, args.pivot_distance,
                                      camera_file=args.camera_file or None, cloud=cloud, source_fov_deg=args.fov).path
     device = _device(args.device)

@@ -132,6 +132,9 @@ class PointCloudConfig:
     edge_threshold: float = setting(0.04, "Drop points on depth discontinuities whose relative depth jump exceeds this "
                                     "(removes stretched 'rubber sheet' edges). 0 keeps every point.", min=0.0,
                                     max=1.0, step=0.005)
+    align_depth: bool = setting(False, "Steady depth: remove the scale and shift that per-frame depth models (Depth "
+                                "Anything...) let drift from frame to frame, so the anchor does not breathe. Turn "
+                                "it on for per-frame relative depth; metric depth is used as it is.")
 
 
 # Camera moves (their directions: recapture.camera's docstring).

@@ -86,7 +86,8 @@ def remove_depth_edges(depth: torch.Tensor, threshold: float) -> torch.Tensor:
 
 def make_point_cloud(frames: torch.Tensor, depth: torch.Tensor, *, kind: str, fov_deg: float = PointCloudConfig.fov_deg,
                      near: float = PointCloudConfig.near, far: float = PointCloudConfig.far,
-                     edge_threshold: float = PointCloudConfig.edge_threshold) -> PointCloud:
+                     edge_threshold: float = PointCloudConfig.edge_threshold,
+                     align_depth: bool = PointCloudConfig.align_depth) -> PointCloud:
     """Frames and their depth -> per-frame point clouds in each frame's camera.
 
     Args:
@@ -94,6 +95,7 @@ def make_point_cloud(frames: torch.Tensor, depth: torch.Tensor, *, kind: str, fo
         depth: ``(N, H, W)`` raw depth of ``kind`` (see ``depth_to_metric``), at the frames' size.
         fov_deg: horizontal field of view of the source camera (same for every frame).
         edge_threshold: relative inverse-depth jump that marks a discontinuity (see ``depth_edges``).
+        align_depth: remove per-frame scale/shift drift of relative depth first (``recapture.depth_align``).
     """
     for name, value in (("fov_deg", fov_deg), ("near", near), ("far", far), ("edge_threshold", edge_threshold)):
         check_setting(PointCloudConfig, name, value)  # a NaN edge_threshold would turn edge removal off
@@ -114,6 +116,10 @@ def make_point_cloud(frames: torch.Tensor, depth: torch.Tensor, *, kind: str, fo
                          "must be colours in 0..1; fix the step that made them")
     n, h, w = depth.shape
     intrinsics = intrinsics_from_fov(fov_deg, h, w).to(depth.device).expand(n, 3, 3).contiguous()
+    if align_depth:
+        from .depth_align import align_depth as steady
+
+        depth = steady(depth, kind)
     metric = remove_depth_edges(depth_to_metric(depth, kind, near, far), edge_threshold)
     return PointCloud(colors=frames.float().clamp(0, 1), depth=metric, intrinsics=intrinsics,
                       metric=kind == "metric")
