@@ -44,9 +44,11 @@ def _device(name: str) -> torch.device:
 
 
 def _read_depth(path: str, selection, width_height) -> torch.Tensor:
-    """A ``.npy`` ``(N, H, W)`` (all of it: it is the depth of the selected frames) or a depth video / folder."""
+    """A ``.npy`` ``(N, H, W)`` or a depth video / folder, for the selected frames. The ``.npy`` holds either
+    the selected frames' depth (as many maps as frames) or the whole video's (one map per source frame:
+    the selection is taken from it)."""
     from .depth import depth_from_image
-    from .video import fit_frames, read_clip
+    from .video import fit_frames, read_clip, select_frames
 
     if path.endswith(".npy"):
         if not os.path.isfile(path):
@@ -54,6 +56,13 @@ def _read_depth(path: str, selection, width_height) -> torch.Tensor:
         depth = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
         if depth.ndim != 3:
             raise ValueError(f"the depth .npy must have shape (N, H, W), got {tuple(depth.shape)}")
+        if len(depth) != selection.count:
+            if len(depth) <= selection.last:
+                raise ValueError(
+                    f"the depth .npy has {len(depth)} maps: give one per selected frame ({selection.count}) or one "
+                    f"per source frame (at least {selection.last + 1} for --start {selection.start}, --frames "
+                    f"{selection.count}, --every {selection.step})")
+            depth = select_frames(depth[..., None], selection)[..., 0]  # the whole video's depth
         return depth if width_height is None else fit_frames(depth[..., None], *width_height)[..., 0]
     frames, _ = read_clip(path, selection)
     if width_height is not None:

@@ -54,6 +54,28 @@ def test_depth_npy_and_camera_file(sample, tmp_path):
     assert mask[-1][:, :5].max() == 0 and mask[-1][:, 20:].min() == 1
 
 
+def test_depth_npy_of_the_whole_video_gives_the_selected_frames(sample, tmp_path):
+    """One depth map per source frame works with --start/--frames/--every: the same frames are taken;
+    a count that fits neither the selection nor the video is named."""
+    depth = np.full((4, 64, 128), 3.0, dtype=np.float32)
+    depth[1] = 2.0  # the one selected map: a nearer wall than the others
+    np.save(tmp_path / "whole.npy", depth)
+    np.save(tmp_path / "short.npy", depth[:3])
+    base = ["anchor", "--video", str(sample / "recapture_sample.mp4"), "--depth-kind", "metric", "--camera",
+            "static", "--start", "1", "--frames", "2", "--every", "2"]
+    result = run_cli(*base, "--depth", str(tmp_path / "whole.npy"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert np.load(tmp_path / "out" / "anchor.npz")["anchor"].shape[0] == 2
+    from recapture.cli import _read_depth
+    from recapture.video import ClipSelection
+
+    taken = _read_depth(str(tmp_path / "whole.npy"), ClipSelection(start=1, count=2, step=2), None)
+    assert taken.shape == (2, 64, 128) and taken[0].max() == 2.0 and taken[1].min() == 3.0  # maps 1 and 3
+    result = run_cli(*base, "--depth", str(tmp_path / "short.npy"), "--out", str(tmp_path / "no"))
+    assert result.returncode == 2 and "has 3 maps: give one per selected frame (2) or one per source frame (at " \
+        "least 4" in result.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--video", "missing.mp4", "--depth", "d.npy", "--depth-kind", "metric", "--camera", "static"], "does not exist"),
     (["--video", "@sample", "--depth", "@bad_npy", "--depth-kind", "metric", "--camera", "static"],
