@@ -30,7 +30,7 @@ CAMERA_FLAGS = {"amount": "--amount", "easing": "--easing", "pivot_distance": "-
 POINT_CLOUD_FLAGS = {"fov_deg": "--fov", "near": "--near", "far": "--far", "edge_threshold": "--edge-threshold",
                      "align_depth": "--align-depth"}
 SHARED_FLAGS = {"seed": "--seed", "fps": "--svd-fps", "motion_bucket_id": "--motion-bucket-id",
-                "noise_aug_strength": "--noise-aug-strength"}
+                "noise_aug_strength": "--noise-aug-strength", "window_overlap": "--window-overlap"}
 
 
 def _device(name: str) -> torch.device:

@@ -271,7 +271,17 @@ def conditioning_for(trained: Conditioning, **given) -> Conditioning:
 
 
 @dataclass
-class TrainConfig(Conditioning):
+class Windows:
+    """How a clip longer than SVD's window is covered: overlapping windows (``recapture.windows``)."""
+
+    window_overlap: int = setting(4, "Frames that neighbouring windows share when the clip is longer than SVD's "
+                                  "window (14 frames for svd, 25 for svd_xt): they are blended, so the windows "
+                                  "hand over without a seam. More overlap: smoother, more windows to compute.",
+                                  min=0, max=24)
+
+
+@dataclass
+class TrainConfig(Conditioning, Windows):
     """One ReCapture fine-tuning run: the temporal LoRA on the anchor, the spatial LoRA on the source."""
 
     steps: int = setting(400, "Training steps (paper: 400).", min=1, max=100_000)
@@ -298,7 +308,7 @@ class TrainConfig(Conditioning):
 
 
 @dataclass
-class SampleConfig(Conditioning):
+class SampleConfig(Conditioning, Windows):
     """Sampling with both LoRAs, and SDEdit refinement with the spatial LoRA."""
 
     steps: int = setting(25, "Sampling steps (svd 25, svd_xt 30).", min=1, max=500)

@@ -20,6 +20,7 @@ from .config import SampleConfig, check_setting, check_settings, memory_plan
 from .lora import merged_lora
 from .memory import offloaded, out_of_memory_as
 from .svd_conditioning import decode_latents, edm_denoise, encode_conditioning, encode_latents
+from .windows import fuse, window_starts
 from .types import SVDModels, TrainedLoRA
 
 
@@ -32,35 +33,61 @@ def karras_sigmas(models: SVDModels, steps: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def denoise(models: SVDModels, latents: torch.Tensor, sigmas: torch.Tensor, embedding: torch.Tensor,
-            condition: torch.Tensor, config: SampleConfig, on_step: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Euler steps from ``sigmas[0]`` to ``sigmas[-1]`` on ``(1, F, 4, h, w)`` latents with per-frame CFG."""
+def denoise(models: SVDModels, latents: torch.Tensor, sigmas: torch.Tensor, embeddings: torch.Tensor,
+            conditions: torch.Tensor, config: SampleConfig, on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Euler steps from ``sigmas[0]`` to ``sigmas[-1]`` on ``(1, F, 4, h, w)`` latents with per-frame CFG,
+    a window of frames at a time (``recapture.windows``), the windows fused at every step.
+
+    Args:
+        embeddings, conditions: each window's image prompt, ``(K, 1, D)`` and ``(K, 4, h, w)``
+            (``encode_conditioning`` per window of ``window_starts``).
+    """
     plan = memory_plan(config.memory)
     unet = models.unet
     device = unet.device
     frames = latents.shape[1]
+    starts = window_starts(frames, models.num_frames, config.window_overlap)
+    window = min(frames, models.num_frames)
     time_ids = torch.tensor([config.time_ids()] * 2, device=device)
-    guidance = torch.linspace(config.min_guidance, config.max_guidance, frames, device=device).view(1, -1, 1, 1, 1)
-    both_embeddings = torch.cat([torch.zeros_like(embedding), embedding]).to(device)
-    condition = repeat(condition, "1 c h w -> 1 f c h w", f=frames).to(device)
-    both_conditions = torch.cat([torch.zeros_like(condition), condition])
+    guidance = torch.linspace(config.min_guidance, config.max_guidance, window, device=device).view(1, -1, 1, 1, 1)
     x = latents.to(device)
     slices = plan.feed_forward_tokens
     with feed_forwards_in_slices(unet, slices) if slices else contextlib.nullcontext():
         for i in range(len(sigmas) - 1):
             sigma, following = sigmas[i].to(device), sigmas[i + 1].to(device)
-            if plan.guidance_in_turn:  # half the activations, the same result
-                unconditional, conditional = (edm_denoise(unet, x, sigma[None], both_conditions[b : b + 1],
-                                                          both_embeddings[b : b + 1], time_ids[b : b + 1])
-                                              for b in (0, 1))
-            else:
-                unconditional, conditional = edm_denoise(unet, torch.cat([x, x]), sigma.repeat(2), both_conditions,
-                                                         both_embeddings, time_ids).chunk(2)
-            denoised = unconditional + guidance * (conditional - unconditional)
+            parts = [_guided(unet, x[:, start : start + window], sigma, embeddings[k : k + 1].to(device),
+                             conditions[k : k + 1].to(device), time_ids, guidance, plan.guidance_in_turn)
+                     for k, start in enumerate(starts)]
+            denoised = fuse(parts, starts, frames, config.window_overlap)
             x = x + (x - denoised) / sigma * (following - sigma)
             if on_step is not None:
                 on_step(i)
     return x
+
+
+def _guided(unet, x: torch.Tensor, sigma: torch.Tensor, embedding: torch.Tensor, condition: torch.Tensor,
+            time_ids: torch.Tensor, guidance: torch.Tensor, in_turn: bool) -> torch.Tensor:
+    """One window's classifier-free-guided denoiser; the unconditional branch has a zero image prompt."""
+    both_embeddings = torch.cat([torch.zeros_like(embedding), embedding])
+    condition = repeat(condition, "1 c h w -> 1 f c h w", f=x.shape[1])
+    both_conditions = torch.cat([torch.zeros_like(condition), condition])
+    if in_turn:  # half the activations, the same result
+        unconditional, conditional = (edm_denoise(unet, x, sigma[None], both_conditions[b : b + 1],
+                                                  both_embeddings[b : b + 1], time_ids[b : b + 1]) for b in (0, 1))
+    else:
+        unconditional, conditional = edm_denoise(unet, torch.cat([x, x]), sigma.repeat(2), both_conditions,
+                                                 both_embeddings, time_ids).chunk(2)
+    return unconditional + guidance * (conditional - unconditional)
+
+
+def window_prompts(models: SVDModels, frames: torch.Tensor, num_frames: int, config: SampleConfig,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each window's image prompt encoded (``encode_conditioning``): ``frames`` ``(H, W, 3)`` is every
+    window's prompt; ``(N, H, W, 3)`` gives each window the frame it starts at."""
+    starts = window_starts(num_frames, models.num_frames, config.window_overlap)
+    prompts = [frames] * len(starts) if frames.ndim == 3 else [frames[start] for start in starts]
+    encoded = [encode_conditioning(models, prompt, config.noise_aug_strength, generator) for prompt in prompts]
+    return torch.cat([e for e, _ in encoded]), torch.cat([c for _, c in encoded])
 
 
 def _denoise_then_decode(models: SVDModels, latents, sigmas, embedding, condition, config: SampleConfig,
@@ -86,25 +113,29 @@ def with_lora(models: SVDModels, lora: TrainedLoRA | None, temporal: float, spat
         return work()
 
 
-def sample_video(models: SVDModels, lora: TrainedLoRA | None, prompt_frame: torch.Tensor, num_frames: int,
+def sample_video(models: SVDModels, lora: TrainedLoRA | None, prompt: torch.Tensor, num_frames: int,
                  config: SampleConfig | None = None, on_step: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Samples ``num_frames`` frames at the prompt frame's size with both LoRAs active.
+    """Samples ``num_frames`` frames at the prompt's size with both LoRAs active, a window of SVD's
+    length at a time when the clip is longer (``recapture.windows``).
 
     Args:
-        prompt_frame: ``(H, W, 3)`` in 0..1, the image prompt (ReCapture: the first anchor frame).
+        prompt: the image prompt in 0..1 (ReCapture: the anchor, ``image_prompt``): ``(H, W, 3)`` for
+            every window, or ``(num_frames, H, W, 3)``: each window is prompted with its first frame.
 
     Returns:
         ``(num_frames, H, W, 3)`` frames in 0..1.
     """
     config = config or SampleConfig()
     check_settings(config)  # NaN guidance or LoRA strengths would give a black video
-    if not torch.isfinite(prompt_frame).all():
+    if not torch.isfinite(prompt).all():
         raise ValueError("the image prompt frame has NaN or infinite values: use a frame with colours in 0..1")
-    h, w = prompt_frame.shape[:2]
+    if prompt.ndim == 4 and len(prompt) != num_frames:
+        raise ValueError(f"{len(prompt)} prompt frames for {num_frames} frames: give one frame, or one per frame")
+    h, w = prompt.shape[-3:-1]
     if h % 8 or w % 8:
         raise ValueError(f"the frame size must be a multiple of 8 (64 for real SVD), got {w}x{h}")
     generator = torch.Generator("cpu").manual_seed(config.seed)
-    embedding, condition = encode_conditioning(models, prompt_frame, config.noise_aug_strength, generator)
+    embedding, condition = window_prompts(models, prompt, num_frames, config, generator)
     sigmas = karras_sigmas(models, config.steps)
     channels = models.unet.config.out_channels
     noise = torch.randn(1, num_frames, channels, h // 8, w // 8, generator=generator)
@@ -147,8 +178,8 @@ def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, co
     """SDEdit refinement with the spatial LoRA only: noise the frames to the level of
     ``config.refine_strength`` (``sdedit_sigma``) and denoise over ``refine_sigmas``.
 
-    Strength 0 returns the frames after a VAE round trip; 1 starts from pure noise. The image prompt is
-    the first frame.
+    Strength 0 returns the frames after a VAE round trip; 1 starts from pure noise. Each window's image
+    prompt is its first frame.
     """
     config = config or SampleConfig()
     if not torch.isfinite(frames).all():
@@ -158,7 +189,7 @@ def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, co
     generator = torch.Generator("cpu").manual_seed(config.seed)
     with offloaded(models.unet) if memory_plan(config.memory).park_unet else contextlib.nullcontext():
         x0 = encode_latents(models, frames, config.decode_chunk_size)[None]
-    embedding, condition = encode_conditioning(models, frames[0], config.noise_aug_strength, generator)
+    embedding, condition = window_prompts(models, frames, len(frames), config, generator)
     noise = torch.randn(x0.shape, generator=generator)
 
     def work():

@@ -22,6 +22,7 @@ from .lora import ADAPTERS, adapter_parameters, adapter_state, image_only_mode, 
 from .memory import offloaded, out_of_memory_as
 from .svd_conditioning import edm_loss, encode_conditioning, encode_latents, image_prompt, latent_mask
 from .types import SVDModels, TrainedLoRA
+from .windows import window_starts
 
 
 def _check_inputs(anchor, mask, source, config: TrainConfig) -> None:
@@ -127,10 +128,16 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
     source_latents = rearrange(encode_latents(models, spatial, plan.encode_chunk), "n c h w -> n 1 c h w")
     valid = latent_mask(mask, config.mask_erosion)[None].to(device)  # (1, F, 1, h, w)
     # the image prompts, each with a set of noise augmentation draws to pick from at every step
+    #    A clip longer than SVD's window trains on one of the sampler's windows per step, each with its
+    #    own prompt (recapture.windows).
     draws = config.conditioning_noise_draws
-    anchor_embedding, anchor_conditions = encode_conditioning(
-        models, image_prompt(anchor, mask, config.conditioning_frame), config.noise_aug_strength, generator, draws,
-        plan.encode_chunk)
+    starts = window_starts(len(anchor), models.num_frames, config.window_overlap)
+    window = min(len(anchor), models.num_frames)
+    prompts = [encode_conditioning(models, image_prompt(anchor, mask, min(start + config.conditioning_frame,
+                                                                          len(anchor) - 1)),
+                                   config.noise_aug_strength, generator, draws, plan.encode_chunk) for start in starts]
+    anchor_embeddings = torch.cat([embedding for embedding, _ in prompts])  # (windows, 1, D)
+    anchor_conditions = torch.stack([conditions for _, conditions in prompts])  # (windows, draws, 4, h, w)
     source_embedding, source_conditions = encode_conditioning(
         models, image_prompt(source, None, config.conditioning_frame), config.noise_aug_strength, generator, draws,
         plan.encode_chunk)
@@ -152,13 +159,14 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
                 # 3a. Temporal LoRA on the anchor clip, loss only where the anchor is valid; the spatial
                 #     LoRA is active but frozen.
                 _trainable(temporal_params, spatial_params)
-                x0 = anchor_latents.to(device)
-                condition = anchor_conditions[_draw(1, draws, generator)][:, None].expand_as(x0)
-                embedding, condition = _drop_conditioning(anchor_embedding, condition, config.conditioning_dropout,
-                                                          generator)
+                k = int(_draw(1, len(starts), generator)) if len(starts) > 1 else 0
+                x0 = anchor_latents[:, starts[k] : starts[k] + window].to(device)
+                condition = anchor_conditions[k][_draw(1, draws, generator)][:, None].expand_as(x0)
+                embedding, condition = _drop_conditioning(anchor_embeddings[k : k + 1], condition,
+                                                          config.conditioning_dropout, generator)
                 noise = torch.randn(x0.shape, generator=generator).to(device)
                 temporal_loss = edm_loss(unet, x0, _sigmas(1, config, generator, device), noise, condition, embedding,
-                                         time_ids, valid)
+                                         time_ids, valid[:, starts[k] : starts[k] + window])
                 scaler.scale(temporal_loss).backward()
 
                 # 3b. Spatial LoRA on source frames as separate images: temporal layers and LoRA off.
