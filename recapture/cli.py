@@ -162,13 +162,12 @@ def _train(args, models, anchor, mask, source):
 
 def _sample(args, models, lora, anchor, mask, fps: float) -> None:
     from .sampling import sample_video, sdedit
-    from .svd_conditioning import image_prompt
     from .video import write_video
 
     config = config_from_args(SampleConfig, SAMPLE_FLAGS, args, lora)
     step, close = _progress(config.steps, "sample")
     try:
-        frames = sample_video(models, lora, image_prompt(anchor, mask), len(anchor), config, on_step=step)
+        frames = sample_video(models, lora, anchor, len(anchor), config, on_step=step, mask=mask)
     finally:
         close()
     if config.refine_strength > 0:

@@ -19,7 +19,7 @@ from .checkpointing import feed_forwards_in_slices
 from .config import SampleConfig, check_setting, check_settings, memory_plan
 from .lora import merged_lora
 from .memory import offloaded, out_of_memory_as
-from .svd_conditioning import decode_latents, edm_denoise, encode_conditioning, encode_latents
+from .svd_conditioning import decode_latents, edm_denoise, encode_conditioning, encode_latents, image_prompt
 from .windows import fuse, window_starts
 from .types import SVDModels, TrainedLoRA
 
@@ -81,11 +81,12 @@ def _guided(unet, x: torch.Tensor, sigma: torch.Tensor, embedding: torch.Tensor,
 
 
 def window_prompts(models: SVDModels, frames: torch.Tensor, num_frames: int, config: SampleConfig,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                   generator: torch.Generator, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each window's image prompt encoded (``encode_conditioning``): ``frames`` ``(H, W, 3)`` is every
-    window's prompt; ``(N, H, W, 3)`` gives each window the frame it starts at."""
+    window's prompt; ``(N, H, W, 3)`` gives each window the frame it starts at, black where ``mask``
+    ``(N, H, W)`` says invalid (``image_prompt``, as training)."""
     starts = window_starts(num_frames, models.num_frames, config.window_overlap)
-    prompts = [frames] * len(starts) if frames.ndim == 3 else [frames[start] for start in starts]
+    prompts = [frames] * len(starts) if frames.ndim == 3 else [image_prompt(frames, mask, start) for start in starts]
     encoded = [encode_conditioning(models, prompt, config.noise_aug_strength, generator) for prompt in prompts]
     return torch.cat([e for e, _ in encoded]), torch.cat([c for _, c in encoded])
 
@@ -114,13 +115,16 @@ def with_lora(models: SVDModels, lora: TrainedLoRA | None, temporal: float, spat
 
 
 def sample_video(models: SVDModels, lora: TrainedLoRA | None, prompt: torch.Tensor, num_frames: int,
-                 config: SampleConfig | None = None, on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+                 config: SampleConfig | None = None, on_step: Callable[[int], None] | None = None,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
     """Samples ``num_frames`` frames at the prompt's size with both LoRAs active, a window of SVD's
     length at a time when the clip is longer (``recapture.windows``).
 
     Args:
-        prompt: the image prompt in 0..1 (ReCapture: the anchor, ``image_prompt``): ``(H, W, 3)`` for
-            every window, or ``(num_frames, H, W, 3)``: each window is prompted with its first frame.
+        prompt: the image prompt in 0..1: ``(H, W, 3)`` for every window, or ``(num_frames, H, W, 3)``
+            (ReCapture: the anchor): each window is prompted with its first frame.
+        mask: ``(num_frames, H, W)`` validity of ``prompt``'s frames: the prompts are black where it is 0,
+            as in training (``image_prompt``); None: all valid.
 
     Returns:
         ``(num_frames, H, W, 3)`` frames in 0..1.
@@ -135,7 +139,7 @@ def sample_video(models: SVDModels, lora: TrainedLoRA | None, prompt: torch.Tens
     if h % 8 or w % 8:
         raise ValueError(f"the frame size must be a multiple of 8 (64 for real SVD), got {w}x{h}")
     generator = torch.Generator("cpu").manual_seed(config.seed)
-    embedding, condition = window_prompts(models, prompt, num_frames, config, generator)
+    embedding, condition = window_prompts(models, prompt, num_frames, config, generator, mask)
     sigmas = karras_sigmas(models, config.steps)
     channels = models.unet.config.out_channels
     noise = torch.randn(1, num_frames, channels, h // 8, w // 8, generator=generator)
