@@ -16,9 +16,51 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 
-__all__ = ["ComfyExtension", "InputImpl", "io", "ui", "Progress", "check_cancel", "check_inputs", "input_files",
-           "input_path", "in_models", "inside", "model_path", "output_file", "releasing_memory", "require_finite",
-           "setting_input", "video_player", "writable_folder"]
+__all__ = ["ComfyExtension", "InputImpl", "io", "ui", "Progress", "InvalidInput", "check_cancel", "check_inputs",
+           "input_files", "input_path", "in_models", "inside", "model_path", "output_file", "releasing_memory",
+           "require_finite", "search_aliases", "setting_input", "video_player", "writable_folder", "CATEGORY_VIDEO",
+           "CATEGORY_DEPTH", "CATEGORY_ANCHOR", "CATEGORY_SVD", "REFRESH"]
+
+# The node library's folders, numbered in the order the pipeline uses them (the library sorts by name).
+# Depth To Point Cloud sits with depth: it is what a depth map is for, wherever the depth came from.
+CATEGORY_VIDEO = "ReCapture/1 video"
+CATEGORY_DEPTH = "ReCapture/2 depth & point cloud"
+CATEGORY_ANCHOR = "ReCapture/3 camera & anchor"
+CATEGORY_SVD = "ReCapture/4 svd"
+# How a person makes files added since the page was loaded appear in the lists (the frontend's keybinding
+# for "Refresh Node Definitions"); reloading the page would also lose unsaved changes.
+REFRESH = "press R to refresh the node definitions"
+# Found by every node of the pack, besides its own aliases.
+PACK_ALIASES = ("recapture",)
+
+
+def search_aliases(*aliases: str):
+    """Class decorator: other words the node search finds the node by. ComfyUI's newer V3 schemas have
+    ``search_aliases`` (and newer frontends search them); ComfyUI 0.3.75's have not, so they are added to
+    the node's /object_info entry here, under the same key, when the schema gave none (the pack's
+    frontend extension, web/node_search.js, searches them on frontends that do not)."""
+    words = list(dict.fromkeys((*aliases, *PACK_ALIASES)))
+
+    def decorate(cls):
+        info_v1 = cls.GET_NODE_INFO_V1.__func__
+
+        def with_aliases(klass) -> dict:
+            info = info_v1(klass)
+            if not info.get("search_aliases"):
+                info["search_aliases"] = list(words)
+            return info
+
+        cls.GET_NODE_INFO_V1 = classmethod(with_aliases)
+        cls.SEARCH_ALIASES = tuple(words)
+        return cls
+
+    return decorate
+
+
+class InvalidInput(ValueError):
+    """Raised by a node's ``validate_inputs`` (through ``check_inputs``): ComfyUI 0.3.75 reports a message
+    returned from ``validate_inputs`` once per input that it declares (the same text 5-8 times), but an
+    exception raised there once, on the node, as "Exception when validating inner node: <message>"."""
 
 
 def check_cancel() -> None:
@@ -119,10 +161,11 @@ def video_player(cls, frames, overlay=None) -> dict:
     return {"recapture_player": [player]}
 
 
-def check_inputs(cls, values: dict, input_folder: tuple[str, ...] = ()) -> bool | str:
-    """What a node's ``validate_inputs`` returns, before anything of the prompt runs: True, or a message
-    naming the node, the input and the fix. It checks each of ``values`` (the inputs ``validate_inputs``
-    declares; ``cls``, if there, is skipped) against the node's schema, freshly made so that file lists are
+def check_inputs(cls, values: dict, input_folder: tuple[str, ...] = ()) -> bool:
+    """What a node's ``validate_inputs`` returns, before anything of the prompt runs: True, or it raises
+    ``InvalidInput`` with one message naming the node, the input and the fix (raised, not returned, so
+    that ComfyUI reports it once, not once per declared input). It checks each of ``values`` (the inputs
+    ``validate_inputs`` declares; ``cls``, if there, is skipped) against the node's schema, freshly made so that file lists are
     today's: a FLOAT must be a finite number in its range, an INT a whole number in its range, a COMBO one
     of its options. ComfyUI 0.3.75 skips its own min/max check for the inputs ``validate_inputs`` declares
     (for all of them if it takes ``**kwargs``: never do), its check lets NaN through, and it does not check
@@ -152,12 +195,12 @@ def check_inputs(cls, values: dict, input_folder: tuple[str, ...] = ()) -> bool 
                     choices = (", ".join(map(str, spec.options)) if len(spec.options) <= 12
                                else f"{len(spec.options)} choices")
                     raise ValueError(f"{name} {value!r} is not one of its choices ({choices or 'none'}): pick one "
-                                     "from the list (files added since the page was loaded appear after "
-                                     "refreshing it)")
+                                     f"from the list (files added since the page was loaded appear when you "
+                                     f"{REFRESH})")
             elif isinstance(spec, (io.Float.Input, io.Int.Input)):
                 check_number(name, value, spec.min, spec.max, whole=isinstance(spec, io.Int.Input))
         except ValueError as e:
-            return f"{schema.display_name}: {e}"
+            raise InvalidInput(f"{schema.display_name}: {e}") from None
     return True
 
 
@@ -205,7 +248,7 @@ def model_path(folder_type: str, name: str) -> str:
         path = os.path.realpath(os.path.join(root, name))
         if inside(root, name) and os.path.exists(path):
             return path
-    raise ValueError(f"no {name!r} in models/{folder_type}/: put it there and refresh the page")
+    raise ValueError(f"no {name!r} in models/{folder_type}/: put it there, then {REFRESH} and pick it")
 
 
 def in_models(folder_type: str, name: str) -> bool:

@@ -10,8 +10,8 @@ import comfy.model_management
 from ..recapture import camera
 from ..recapture.config import CameraConfig, PointCloudConfig, RenderConfig, setting_of
 from ..recapture.types import CameraPath, PointCloud
-from ._api import (Progress, check_cancel, check_inputs, input_files, input_path, io, output_file, require_finite,
-                   setting_input, video_player, writable_folder)
+from ._api import (CATEGORY_ANCHOR, CATEGORY_DEPTH, Progress, check_cancel, check_inputs, input_files, input_path, io,
+                   output_file, require_finite, search_aliases, setting_input, video_player, writable_folder)
 from .depth import DepthType
 
 PointCloudType = io.Custom("RECAPTURE_POINTCLOUD")
@@ -21,13 +21,14 @@ NO_FILE = "(none: use the preset)"
 PATH_FILE_EXTENSIONS = (".json", ".txt")
 
 
+@search_aliases("point cloud", "unproject", "depth to 3d", "3d points")
 class ReCaptureDepthToPointCloud(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="ReCaptureDepthToPointCloud",
             display_name="ReCapture Depth To Point Cloud",
-            category="ReCapture/anchor",
+            category=CATEGORY_DEPTH,
             description=(
                 "Turns each frame and its depth into a point cloud in that frame's camera. Depth may come "
                 "from ReCapture Estimate Depth or from any depth node (IMAGE or MASK). Relative depth is "
@@ -48,6 +49,7 @@ class ReCaptureDepthToPointCloud(io.ComfyNode):
                 setting_input(PointCloudConfig, "edge_threshold"),
                 io.Int.Input("preview_points", default=100_000, min=1_000, max=2_000_000, step=1_000,
                              tooltip="Points written to the first frame's preview file."),
+                setting_input(PointCloudConfig, "align_depth", optional=True),
             ],
             outputs=[
                 PointCloudType.Output("point_cloud", display_name="point_cloud", tooltip="Per-frame points, colours and intrinsics."),
@@ -63,7 +65,8 @@ class ReCaptureDepthToPointCloud(io.ComfyNode):
 
     @classmethod
     def execute(cls, frames, depth, depth_kind: str, near: float, far: float, fov_deg: float,
-                edge_threshold: float, preview_points: int) -> io.NodeOutput:
+                edge_threshold: float, preview_points: int,
+                align_depth: bool = PointCloudConfig.align_depth) -> io.NodeOutput:
         from ..recapture.depth import depth_from_image, match_depth_size
         from ..recapture.pointcloud import make_point_cloud
         from ..recapture.pointcloud_files import point_cloud_preview_points, write_glb_points, write_ply
@@ -76,7 +79,7 @@ class ReCaptureDepthToPointCloud(io.ComfyNode):
             values = depth_from_image(depth)
         values = match_depth_size(values, frames.shape[1], frames.shape[2])
         cloud = make_point_cloud(frames.float(), values, kind=depth_kind, fov_deg=fov_deg, near=near, far=far,
-                                 edge_threshold=edge_threshold)
+                                 edge_threshold=edge_threshold, align_depth=align_depth)
         points, colors = point_cloud_preview_points(cloud, frame=0, max_points=preview_points)
         glb_path, glb_rel = output_file("recapture/pointcloud", "glb")
         write_glb_points(glb_path, points, colors)
@@ -92,13 +95,14 @@ def _camera_files() -> list[str]:
     return [n for n in input_files(PATH_FILE_EXTENSIONS) if camera.is_camera_file(os.path.join(root, n))]
 
 
+@search_aliases("camera path", "orbit", "novel view", "camera motion", "dolly", "pan", "zoom")
 class ReCaptureCameraTrajectory(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="ReCaptureCameraTrajectory",
             display_name="ReCapture Camera Trajectory",
-            category="ReCapture/camera",
+            category=CATEGORY_ANCHOR,
             description=(
                 "The new camera path, one camera per frame, relative to each frame's source camera. Presets "
                 "(orbit around the subject, pan, tilt, truck, pedestal, dolly, zoom, roll) or a camera file: "
@@ -173,13 +177,14 @@ def _editor_data(path_json: dict, choice: camera.PathChoice, point_cloud: PointC
     return data
 
 
+@search_aliases("novel view", "re-film", "anchor video", "validity mask", "reproject")
 class ReCaptureRenderAnchor(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="ReCaptureRenderAnchor",
             display_name="ReCapture Render Anchor",
-            category="ReCapture/anchor",
+            category=CATEGORY_ANCHOR,
             description=(
                 "Renders each frame's point cloud from its new camera: the anchor video, with holes where "
                 "the source never saw the scene, and its validity mask. Near points win; point footprints "

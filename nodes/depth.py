@@ -7,7 +7,7 @@ import os
 import comfy.model_management
 import folder_paths
 
-from ._api import Progress, check_inputs, inside, io, model_path
+from ._api import CATEGORY_DEPTH, Progress, check_inputs, inside, io, model_path, search_aliases
 
 DEPTH_FOLDER = "depth"
 folder_paths.add_model_folder_path(DEPTH_FOLDER, os.path.join(folder_paths.models_dir, DEPTH_FOLDER))
@@ -26,13 +26,14 @@ def _model_folders() -> list[str]:
     return sorted(names)
 
 
+@search_aliases("depth anything", "monocular depth", "depth map", "depth estimation")
 class ReCaptureEstimateDepth(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="ReCaptureEstimateDepth",
             display_name="ReCapture Estimate Depth",
-            category="ReCapture/depth",
+            category=CATEGORY_DEPTH,
             description=(
                 "Per-frame monocular depth with a transformers depth-estimation model kept in models/depth/ "
                 "(Depth Anything V2, ZoeDepth, DPT, Depth Pro...). Loaded from that folder only, never "

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import re
+from pathlib import Path
 
 from aiohttp import web
 
@@ -14,7 +17,14 @@ from ._api import input_path
 from .anchor import NO_FILE
 
 _registered = False
-FIELDS = "{preset, amount, easing, frames, pivot_distance, camera_file, custom_path, fov_deg, stand_in_pivot}"
+FIELDS = ("{preset, amount, easing, frames, pivot_distance, camera_file, custom_path, fov_deg, stand_in_pivot, "
+          "point_cloud}")
+# Why an automatic pivot is drawn with a stand-in before a run. The subject's distance is the depth of the
+# point cloud's first frame, which exists only once the graph runs (depth models, the clip's normalisation):
+# the editor cannot know it earlier, so the caption says so, and whether the node can run at all.
+STAND_IN_LINKED = "a stand-in: the connected point cloud's depth sets it when the graph runs"
+STAND_IN_UNLINKED = ("a stand-in: with pivot_distance 0 the node needs a point cloud to run - connect one or "
+                     "set pivot_distance")
 
 
 def _choice(params: dict) -> camera.PathChoice:
@@ -22,17 +32,22 @@ def _choice(params: dict) -> camera.PathChoice:
 
     ``camera_file`` is a name in ComfyUI's input folder (or the node's "none" entry); ``stand_in_pivot``
     is the pivot of the node's last run, drawn while ``pivot_distance`` is 0 (automatic), or null before
-    a run (1 is drawn). Raises ``ValueError`` with the message for the user."""
+    a run (1 is drawn); ``point_cloud`` (optional) says whether a point cloud is connected, for the
+    caption of that stand-in. Raises ``ValueError`` with the message for the user."""
     name = params.get("camera_file") or NO_FILE
     if not isinstance(name, str):
         raise ValueError(f"'camera_file' must be a file name from ComfyUI's input folder, got {name!r}")
-    last_pivot = params.get("stand_in_pivot")
+    last_pivot, linked = params.get("stand_in_pivot"), params.get("point_cloud")
+    if last_pivot is not None:
+        note = "from the last run's depth"
+    else:
+        note = STAND_IN_LINKED if linked is True else STAND_IN_UNLINKED if linked is False else camera.STAND_IN_NOTE
     return camera.choose_camera_path(
         params.get("preset"), params.get("amount"), params.get("easing", CameraConfig.easing), params.get("frames"),
         params.get("pivot_distance"), camera_file=None if name == NO_FILE else input_path(name),
         custom_path=params.get("custom_path", ""), source_fov_deg=params.get("fov_deg"),
         stand_in_pivot=1.0 if last_pivot is None else last_pivot,
-        stand_in_note=camera.STAND_IN_NOTE if last_pivot is None else "from the last run's depth")
+        stand_in_note=note)
 
 
 def _params(body: bytes) -> dict:
@@ -94,6 +109,34 @@ async def camera_path(request: web.Request) -> web.Response:
     return web.Response(text=text, status=status, content_type="application/json")
 
 
+async def frames_preview(request: web.Request) -> web.Response:
+    """``GET /recapture/frames?folder=<frames_folder value>`` -> the frames Load Video's preview plays for
+    a frames folder (``video.folder_preview``); a bad name -> HTTP 400 ``{"error": message}``."""
+    from .video import folder_preview
+
+    def answer() -> tuple[str, int]:
+        try:
+            return json.dumps(folder_preview(request.query.get("folder", ""))), 200
+        except (ValueError, OSError) as e:
+            return json.dumps({"error": str(e)}), 400
+
+    text, status = await asyncio.get_running_loop().run_in_executor(None, answer)
+    return web.Response(text=text, status=status, content_type="application/json")
+
+
+DOCS = Path(__file__).resolve().parent.parent / "web" / "docs"
+
+
+async def localized_help(request: web.Request) -> web.Response:
+    """The frontend asks for ``docs/<Node>/<locale>.md`` before ``docs/<Node>.md``: answer it with the one
+    help page (English) instead of a 404 in the console or a copy of every page per locale."""
+    node = request.match_info["node"]
+    page = DOCS / f"{node}.md"
+    if not re.fullmatch(r"ReCapture[A-Za-z0-9]{1,64}", node) or not page.is_file():
+        raise web.HTTPNotFound()
+    return web.Response(text=page.read_text(encoding="utf-8"), content_type="text/markdown")
+
+
 def register_routes() -> None:
     """Adds the routes to ComfyUI's server; does nothing outside a running server (tests, CLI)."""
     global _registered
@@ -105,5 +148,12 @@ def register_routes() -> None:
     if instance is None or _registered:
         return
     instance.routes.post("/recapture/camera_path")(camera_path)
+    instance.routes.get("/recapture/frames")(frames_preview)  # Load Video's frames-folder preview
+    from .last_outputs import last_outputs  # the previews' last run, after a reload (web/last_run.js)
+
+    instance.routes.post("/recapture/last_outputs")(last_outputs)
+    # before ComfyUI's static route for the pack's web/ folder, which it adds after these
+    pack = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # its folder's name
+    instance.routes.get(f"/extensions/{pack}/docs/{{node}}/{{locale}}.md")(localized_help)
     _registered = True
     logging.debug("[ComfyUI-ReCapture] registered /recapture/camera_path")

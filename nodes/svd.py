@@ -13,8 +13,8 @@ import torch
 
 from ..recapture.config import FROM_LORA, SampleConfig, TrainConfig, conditioning_for, memory_from_switch, setting_of
 from ..recapture.lora import DEFAULT_NAME as DEFAULT_LORA_NAME
-from ._api import (Progress, check_inputs, in_models, io, model_path, releasing_memory, require_finite, setting_input,
-                   ui, video_player, writable_folder)
+from ._api import (CATEGORY_SVD, REFRESH, InvalidInput, Progress, check_inputs, in_models, io, model_path,
+                   releasing_memory, require_finite, search_aliases, setting_input, ui, video_player, writable_folder)
 
 SVDType = io.Custom("RECAPTURE_SVD")
 LoRAType = io.Custom("RECAPTURE_LORA")
@@ -22,18 +22,59 @@ LORA_SUBFOLDER = "recapture"
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 
 
+_looks: dict[str, tuple[tuple, str | None]] = {}  # path -> (size, mtime), what it looks like (None: SVD)
+
+
+def _not_svd(path: str) -> str | None:
+    """None when a single-file checkpoint holds a complete SVD, else what it looks like ("an SDXL
+    checkpoint", "a damaged file"...): read off its key names (the header alone), remembered until the
+    file changes."""
+    from ..recapture.svd import describe_checkpoint, is_svd_checkpoint, safetensors_keys
+
+    try:
+        stat = os.stat(path)
+        version = (stat.st_size, stat.st_mtime_ns)
+        if path in _looks and _looks[path][0] == version:
+            return _looks[path][1]
+        keys = safetensors_keys(path)
+        looks = None if is_svd_checkpoint(keys) else describe_checkpoint(keys)
+    except (OSError, ValueError):
+        return "an unreadable or damaged file (download it again)"
+    _looks[path] = (version, looks)
+    return looks
+
+
 def _svd_choices() -> list[str]:
-    """Single-file checkpoints (``checkpoints/...``) and diffusers SVD folders (``diffusers/...``)."""
+    """Single-file checkpoints (``checkpoints/...``) that hold an SVD, going by their key names (SD 1.5,
+    SDXL... in the same folder are left out), and diffusers SVD folders (``diffusers/...``)."""
     from ..recapture.svd import is_diffusers_svd_folder
 
     files = [f"checkpoints/{f}" for f in folder_paths.get_filename_list("checkpoints")
-             if f.endswith(".safetensors") and in_models("checkpoints", f)]  # no link leading out
+             if f.endswith(".safetensors") and in_models("checkpoints", f)  # no link leading out
+             and _not_svd(model_path("checkpoints", f)) is None]
     folders = set()
     for root in folder_paths.get_folder_paths("diffusers"):
         if os.path.isdir(root):
             folders.update(n for n in os.listdir(root)
                            if in_models("diffusers", n) and is_diffusers_svd_folder(os.path.join(root, n)))
     return files + [f"diffusers/{n}" for n in sorted(folders)]
+
+
+def _svd_problem(model: str, choices: list[str]) -> str:
+    """Why ``model`` (not in ``choices``) cannot be loaded, and what to do: one message."""
+    fix = ("put svd_xt.safetensors (or svd.safetensors, or their _fp16 versions) in models/checkpoints/ or a "
+           f"diffusers-format SVD folder in models/diffusers/, then {REFRESH} and pick it in model")
+    kind, _, name = model.partition("/")
+    looks = _not_svd(model_path(kind, name)) if kind == "checkpoints" and in_models(kind, name) else None
+    if looks:
+        found = f" or pick one of the SVD models found ({', '.join(choices)})" if choices else ""
+        return f"model {model!r} is not a Stable Video Diffusion checkpoint: it looks like {looks}. Stage 2 " \
+               f"needs SVD: {fix}{found}"
+    if choices:
+        shown = ", ".join(choices) if len(choices) <= 12 else f"{len(choices)} choices"
+        return f"model {model!r} is not one of its choices ({shown}): pick one from the list, or {fix}"
+    return (f"model {model!r} is not one of its choices: no Stable Video Diffusion model was found, and Stage 2 "
+            f"needs one. To run it, {fix}. Nodes that do not need SVD (the anchor and mask) run without it")
 
 
 def _svd_path(choice: str) -> str:
@@ -55,13 +96,14 @@ def _dtype(choice: str, device: torch.device) -> torch.dtype:
     return dtypes[choice]
 
 
+@search_aliases("stable video diffusion", "svd checkpoint", "load model")
 class ReCaptureLoadSVD(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="ReCaptureLoadSVD",
             display_name="ReCapture Load SVD",
-            category="ReCapture/svd",
+            category=CATEGORY_SVD,
             description="Loads Stable Video Diffusion (svd or svd_xt): the single-file checkpoint from "
                         "models/checkpoints/ or a diffusers-format folder from models/diffusers/, offline and "
                         "safetensors only, onto ComfyUI's device.",
@@ -78,8 +120,14 @@ class ReCaptureLoadSVD(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model: str, dtype: str) -> bool | str:
-        return check_inputs(cls, locals())
+    def validate_inputs(cls, model: str, dtype: str) -> bool:
+        # A missing or wrong model is refused here, before anything runs: ComfyUI then drops only the
+        # outputs that need SVD and still runs the others (the anchor and mask are saved without SVD).
+        check_inputs(cls, {"dtype": dtype})
+        choices = _svd_choices()
+        if model is None or model in choices:
+            return True
+        raise InvalidInput(f"ReCapture Load SVD: {_svd_problem(model, choices)}")
 
     @classmethod
     def execute(cls, model: str, dtype: str) -> io.NodeOutput:
@@ -108,13 +156,14 @@ def _check_lora_name(name: str) -> None:
     _lora_dir()
 
 
+@search_aliases("lora training", "fine-tune", "re-film")
 class ReCaptureTrainMaskedLoRA(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="ReCaptureTrainMaskedLoRA",
             display_name="ReCapture Train Masked LoRA",
-            category="ReCapture/svd",
+            category=CATEGORY_SVD,
             description=(
                 "Fine-tunes SVD on this one video: a temporal LoRA learns the anchor's camera motion (loss only "
                 "where the anchor is valid) and a spatial LoRA learns the source's appearance (temporal layers "
@@ -140,6 +189,7 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
                                         "(a number is added instead of overwriting)."),
                 _low_memory_input(TrainConfig),
                 setting_input(TrainConfig, "spatial_augment", optional=True),
+                setting_input(TrainConfig, "window_overlap", optional=True),
             ],
             outputs=[
                 LoRAType.Output("lora", display_name="lora", tooltip="Both trained LoRAs, for the sampler."),
@@ -154,11 +204,12 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, svd, anchor, mask, source, steps, frames, learning_rate, rank, seed, conditioning_frame, fps,
                 motion_bucket_id, noise_aug_strength, mask_erosion, lora_name, low_memory=False,
-                spatial_augment=TrainConfig.spatial_augment) -> io.NodeOutput:
+                spatial_augment=TrainConfig.spatial_augment,
+                window_overlap=TrainConfig.window_overlap) -> io.NodeOutput:
         from PIL import Image
 
         from ..recapture.lora import save_lora_pair
-        from ..recapture.loss_plot import loss_curve_image
+        from ..recapture.loss_plot import loss_curve_image, loss_status
         from ..recapture.train import train_recapture_lora
 
         for name, value, maker in (("anchor", anchor, "Render Anchor"), ("mask", mask, "Render Anchor"),
@@ -168,7 +219,8 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
         config = TrainConfig(rank=rank, learning_rate=learning_rate, steps=steps, seed=seed,
                              conditioning_frame=conditioning_frame, fps=fps, motion_bucket_id=motion_bucket_id,
                              noise_aug_strength=noise_aug_strength, mask_erosion=mask_erosion,
-                             spatial_augment=spatial_augment, memory=memory_from_switch(low_memory))
+                             spatial_augment=spatial_augment, window_overlap=window_overlap,
+                             memory=memory_from_switch(low_memory))
         progress = Progress(steps)
         losses: list[tuple[float, float]] = []
 
@@ -176,7 +228,7 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
             losses.append((temporal, spatial))
             live = step % 10 == 9 or step == steps - 1  # the loss curve, live in the node
             curve = Image.fromarray((loss_curve_image(losses).numpy() * 255).astype("uint8")) if live else None
-            progress.advance(preview=curve, detail=f"temporal loss {temporal:.4f} · spatial {spatial:.4f}")
+            progress.advance(preview=curve, detail=loss_status(temporal, spatial))  # as the picture's legend
 
         count = frames or len(anchor)
         comfy.model_management.unload_all_models()
@@ -190,6 +242,7 @@ class ReCaptureTrainMaskedLoRA(io.ComfyNode):
         return io.NodeOutput(lora, curve, ui=ui.PreviewImage(curve, cls=cls))
 
 
+@search_aliases("recapture lora", "lora pair")
 class ReCaptureLoadLoRA(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -197,7 +250,7 @@ class ReCaptureLoadLoRA(io.ComfyNode):
         return io.Schema(
             node_id="ReCaptureLoadLoRA",
             display_name="ReCapture Load LoRA",
-            category="ReCapture/svd",
+            category=CATEGORY_SVD,
             description="Loads a temporal + spatial LoRA pair saved by ReCapture Train Masked LoRA, so one training "
                         "serves many samplings and LoRAs can be shared.",
             inputs=[
@@ -251,13 +304,14 @@ def _low_memory_input(config: type):
     return io.Boolean.Input("low_memory", default=False, optional=True, tooltip=setting_of(config, "memory").help)
 
 
+@search_aliases("re-film", "novel view video", "sampler", "fill holes")
 class ReCaptureSVDDualLoRASample(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="ReCaptureSVDDualLoRASample",
             display_name="ReCapture SVD Dual-LoRA Sample",
-            category="ReCapture/svd",
+            category=CATEGORY_SVD,
             description=(
                 "Samples the re-filmed video with both LoRAs on: the temporal LoRA keeps the anchor's camera "
                 "motion, the spatial LoRA the source's look, and SVD fills the holes. Frames come out at the "
@@ -285,6 +339,7 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
                               tooltip="The anchor's validity mask (from Render Anchor): the image prompt is black "
                                       "in its holes, as in training. Needed for anchors from other nodes that do "
                                       "not leave holes black; unconnected: all valid."),
+                setting_input(SampleConfig, "window_overlap", optional=True),
             ],
             outputs=[io.Image.Output("frames", display_name="frames", tooltip="The sampled video frames.")],
         )
@@ -298,9 +353,8 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
     @classmethod
     def execute(cls, svd, lora, anchor, image_prompt, steps, seed, min_guidance, max_guidance, fps,
                 motion_bucket_id, noise_aug_strength, temporal_strength, spatial_strength, decode_chunk_size,
-                low_memory=False, source=None, mask=None) -> io.NodeOutput:
+                low_memory=False, source=None, mask=None, window_overlap=SampleConfig.window_overlap) -> io.NodeOutput:
         from ..recapture.sampling import sample_video
-        from ..recapture.svd_conditioning import image_prompt as prompt_frame
 
         if image_prompt == PROMPT_FRAMES[1] and source is None:
             raise ValueError("image_prompt is the first source frame but no source is connected: connect the source "
@@ -314,24 +368,29 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
                 raise ValueError(f"the mask is {mask.shape[2]}x{mask.shape[1]} but the anchor {anchor.shape[2]}x"
                                  f"{anchor.shape[1]}: connect the mask rendered with this anchor")
             require_finite("mask", mask, "connect the mask straight from ReCapture Render Anchor")
-        prompt = (prompt_frame(source) if image_prompt == PROMPT_FRAMES[1] else prompt_frame(anchor, mask))
+        if image_prompt == PROMPT_FRAMES[1]:  # each window starts from its source frame when there is one per frame
+            prompt, mask = (source if len(source) == len(anchor) else source[0]), None
+        else:
+            prompt = anchor
         config = _sample_config(lora, fps, motion_bucket_id, noise_aug_strength, low_memory, steps=steps, seed=seed,
                                 min_guidance=min_guidance, max_guidance=max_guidance,
                                 temporal_strength=temporal_strength, spatial_strength=spatial_strength,
-                                decode_chunk_size=decode_chunk_size)
+                                decode_chunk_size=decode_chunk_size, window_overlap=window_overlap)
         progress = Progress(steps)
         with torch.inference_mode(False), releasing_memory():
-            frames = sample_video(svd, lora, prompt.clone(), anchor.shape[0], config, lambda _: progress.advance())
+            frames = sample_video(svd, lora, prompt.clone(), anchor.shape[0], config, lambda _: progress.advance(),
+                                  mask=mask)
         return io.NodeOutput(frames, ui=video_player(cls, frames))
 
 
+@search_aliases("refine", "sharpen", "sdedit", "re-film")
 class ReCaptureSDEditRefine(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="ReCaptureSDEditRefine",
             display_name="ReCapture SDEdit Refine",
-            category="ReCapture/svd",
+            category=CATEGORY_SVD,
             description="Sharpens sampled frames: noises them to the level of `strength` and denoises again with the "
                         "spatial LoRA only (SDEdit), with SVD's conditioning the LoRA was trained with unless set "
                         "here. Strength 0 returns the input (through the VAE).",
@@ -349,6 +408,7 @@ class ReCaptureSDEditRefine(io.ComfyNode):
                 _from_lora_input("fps", optional=True),
                 _from_lora_input("motion_bucket_id", optional=True),
                 _from_lora_input("noise_aug_strength", optional=True),
+                setting_input(SampleConfig, "window_overlap", optional=True),
             ],
             outputs=[io.Image.Output("refined", display_name="refined", tooltip="The refined frames.")],
         )
@@ -363,13 +423,14 @@ class ReCaptureSDEditRefine(io.ComfyNode):
     def execute(cls, svd, lora, frames, strength, steps, seed, decode_chunk_size=SampleConfig.decode_chunk_size,
                 low_memory=False, min_guidance=SampleConfig.min_guidance, max_guidance=SampleConfig.max_guidance,
                 fps=FROM_LORA["fps"], motion_bucket_id=FROM_LORA["motion_bucket_id"],
-                noise_aug_strength=FROM_LORA["noise_aug_strength"]) -> io.NodeOutput:
+                noise_aug_strength=FROM_LORA["noise_aug_strength"],
+                window_overlap=SampleConfig.window_overlap) -> io.NodeOutput:
         from ..recapture.sampling import refine_steps, sdedit
 
         require_finite("frames", frames, "connect the frames straight from ReCapture SVD Dual-LoRA Sample")
         config = _sample_config(lora, fps, motion_bucket_id, noise_aug_strength, low_memory, steps=steps, seed=seed,
                                 refine_strength=strength, decode_chunk_size=decode_chunk_size,
-                                min_guidance=min_guidance, max_guidance=max_guidance)
+                                min_guidance=min_guidance, max_guidance=max_guidance, window_overlap=window_overlap)
         progress = Progress(max(1, refine_steps(svd, config)))
         with torch.inference_mode(False), releasing_memory():
             refined = sdedit(svd, lora, frames.clone(), config, lambda _: progress.advance())

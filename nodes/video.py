@@ -9,8 +9,8 @@ import folder_paths
 from ..recapture.config import ClipConfig
 from ..recapture.video import (VIDEO_EXTENSIONS, ClipSelection, check_clip_size, fit_frames, has_frames,
                                list_frame_files, read_clip, select_frames)
-from ._api import (InputImpl, Progress, check_inputs, input_file_inside, input_files, input_path, inside, io,
-                   setting_input)
+from ._api import (CATEGORY_VIDEO, InputImpl, InvalidInput, Progress, check_inputs, input_file_inside, input_files,
+                   input_path, inside, io, search_aliases, setting_input)
 
 
 NO_FOLDER = "(none: use the video)"
@@ -26,13 +26,39 @@ def _frame_folders() -> list[str]:
                   and has_frames(os.path.join(root, n)))
 
 
+MAX_PREVIEW_FRAMES = 240
+
+
+def folder_preview(name: str) -> dict:
+    """What the node's preview plays for a frames folder (web/load_video.js): ``{"frames": [{filename,
+    subfolder, type: "input"}...], "total": n}`` for ComfyUI's /view, the first ``MAX_PREVIEW_FRAMES`` in
+    the order the node reads them. Raises ``ValueError`` with the message for the user (a name outside the
+    input folder, not a folder of frames); frames that are links leading out of it are left out."""
+    if not isinstance(name, str) or name == NO_FOLDER:
+        raise ValueError("'folder' must be one of the node's frames_folder choices")
+    path = input_path(name)
+    if not os.path.isdir(path):
+        raise ValueError(f"{name!r} is not a folder in ComfyUI's input folder: pick one from frames_folder")
+    root = os.path.realpath(folder_paths.get_input_directory())
+    subfolder = os.path.relpath(path, root).replace(os.sep, "/")
+    files = []
+    for file in list_frame_files(path):
+        try:
+            input_file_inside(file)
+        except ValueError:
+            continue
+        files.append({"filename": file.name, "subfolder": subfolder, "type": "input"})
+    return {"frames": files[:MAX_PREVIEW_FRAMES], "total": len(files)}
+
+
+@search_aliases("re-film", "load clip", "frames folder", "video loader")
 class ReCaptureLoadVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="ReCaptureLoadVideo",
             display_name="ReCapture Load Video",
-            category="ReCapture/video",
+            category=CATEGORY_VIDEO,
             description=(
                 "Loads the clip to re-film: a video from the input folder (upload button), a folder of "
                 "numbered frames, or a connected core VIDEO. Decodes only the frames it needs and sizes "
@@ -65,13 +91,13 @@ class ReCaptureLoadVideo(io.ComfyNode):
         used = {"frames_folder": frames_folder, "resize": resize, "width": width, "height": height}
         if frames_folder == NO_FOLDER and video_input == NOT_LINKED:
             used["video"] = video
-        problem = check_inputs(cls, used, input_folder=("video", "frames_folder"))
-        if problem is not True or width is None or height is None:  # linked: checked when it runs
-            return problem
+        check_inputs(cls, used, input_folder=("video", "frames_folder"))  # raises InvalidInput
+        if width is None or height is None:  # linked: checked when it runs
+            return True
         try:
             check_clip_size(width, height)
-        except ValueError as e:
-            return f"ReCapture Load Video: {e}"
+        except ValueError as e:  # once, not once per declared input (see InvalidInput)
+            raise InvalidInput(f"ReCapture Load Video: {e}") from None
         return True
 
     @classmethod

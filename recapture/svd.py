@@ -443,6 +443,32 @@ def describe_checkpoint(keys: Iterable[str]) -> str:
     return f"an unknown model (first keys: {', '.join(sorted(keys)[:3])})"
 
 
+MAX_SAFETENSORS_HEADER = 100 * 2**20  # the safetensors format's own limit
+
+
+def safetensors_keys(path) -> list[str]:
+    """The tensor names of a ``.safetensors`` file, read from its header alone (8 bytes of length, then
+    JSON): no weight is read, so checking a multi-GB checkpoint costs a few hundred KB of reading.
+
+    Raises:
+        ValueError: not a safetensors file (or a damaged one); OSError: unreadable.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        size = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if not 2 <= size <= MAX_SAFETENSORS_HEADER:
+            raise ValueError(f"{path.name} is not a safetensors file (or it is damaged or incomplete)")
+        text = f.read(size)
+    try:
+        header = json.loads(text)
+    except (UnicodeDecodeError, ValueError):
+        header = None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path.name} is not a safetensors file (or it is damaged or incomplete)")
+    return [k for k in header if k != "__metadata__"]
+
+
 # --- Building the modules ---------------------------------------------------------------------------
 def use_original_norm_eps(unet) -> None:
     """Sets the res blocks' GroupNorm eps to the original model's 1e-5.

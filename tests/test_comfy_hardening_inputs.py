@@ -180,8 +180,9 @@ def refusal(comfy, prompt: dict, node_id: str) -> str:
     assert body["error"]["type"] == "prompt_outputs_failed_validation", body
     assert set(body["node_errors"]) == {node_id}, body["node_errors"]
     errors = body["node_errors"][node_id]["errors"]
-    assert errors and all(e["type"] in ("custom_validation_failed", "value_bigger_than_max", "value_smaller_than_min")
-                          for e in errors), errors
+    # the pack's validate_inputs raises (one entry per problem: nodes/_api.InvalidInput); ComfyUI's own checks
+    assert errors and all(e["type"] in ("exception_during_inner_validation", "value_bigger_than_max",
+                                        "value_smaller_than_min") for e in errors), errors
     return "\n".join(f"{e['message']}: {e['details']}" for e in errors)
 
 

@@ -13,6 +13,15 @@ export const NODE_TYPE = "ReCaptureCameraTrajectory";
 const WIDGET_TYPE = "RECAPTURE_CAMERA_EDITOR"; // unique, so the Vue node renderer keeps it as a DOM widget
 const WATCHED = ["preset", "amount", "easing", "frames", "pivot_distance", "camera_file", "custom_path"];
 const DEBOUNCE_MS = 150;
+const NO_FILE = "(none: use the preset)"; // the camera_file combo's first entry (nodes/anchor.py)
+// The widgets a custom path or a camera file overrides (greyed out while it is active); a connected point
+// cloud overrides frames. pivot_distance is kept: the editor draws the pivot with it.
+const OVERRIDDEN = { custom: ["preset", "amount", "easing", "camera_file"], file: ["preset", "amount", "easing"] };
+const OVERRIDABLE = ["preset", "amount", "easing", "camera_file", "frames"];
+// Keeping the view on the path: the selected camera's centre stays within this part of the view (NDC),
+// so its gizmo's arrows (about 0.2 of the view's height long) stay on screen too, and every camera within
+// the second. A path change that breaks either moves the view back until both hold with some room.
+const KEEP_SELECTED = 0.72, KEEP_PATH = 1.0, FIT_SELECTED = 0.6, FIT_PATH = 0.9;
 const MIN_HEIGHT = 300;
 const UNAVAILABLE = "3D view unavailable (see the browser console)";
 // Browsers keep ~16 WebGL contexts and drop the oldest beyond that (many editors, other packs' 3D views).
@@ -38,12 +47,30 @@ function warnOnce(message, error) {
 }
 
 function loadThree() {
-  // Relative to this file: the pack's folder name depends on how it was installed.
-  threeModules ??= Promise.all([import("./lib/three/three.module.mjs"), import("./lib/three/OrbitControls.mjs"),
-    import("./lib/three/TransformControls.mjs")])
-    .then(([THREE, orbit, transform]) => ({ THREE, OrbitControls: orbit.OrbitControls,
-      TransformControls: transform.TransformControls }));
+  threeModules ??= importThree();
   return threeModules;
+}
+
+/**
+ * Our three.js, kept out of the page's global registry. The frontend bundles its own three.js privately
+ * (minified exports, another version, no TransformControls), so it cannot be reused; it loads with the
+ * page and sets ``window.__THREE__``, and every copy of three warns "Multiple instances of Three.js being
+ * imported" when it finds that set. The frontend's value is hidden while ours evaluates, then put back, so
+ * neither copy sees the other.
+ */
+async function importThree() {
+  const registered = Object.prototype.hasOwnProperty.call(window, "__THREE__");
+  const theirs = window.__THREE__;
+  delete window.__THREE__;
+  try {
+    // Relative to this file: the pack's folder name depends on how it was installed.
+    const [THREE, orbit, transform] = await Promise.all([import("./lib/three/three.module.mjs"),
+      import("./lib/three/OrbitControls.mjs"), import("./lib/three/TransformControls.mjs")]);
+    return { THREE, OrbitControls: orbit.OrbitControls, TransformControls: transform.TransformControls };
+  } finally {
+    if (registered) window.__THREE__ = theirs;
+    else delete window.__THREE__;
+  }
 }
 
 // OpenCV (x right, y down, z forward) -> three.js (x right, y up, z backward).
@@ -100,6 +127,7 @@ class CameraEditor {
     this.presetPath = null; // the last preset or camera-file path from the server (what "bake" writes)
     this.run = null; // ui data of the last run: pivot, source fov, aspect, points
     this.pointCount = 0;
+    this.disabledWidgets = new Set(); // the widgets this editor greyed out (overridden), to give back
     this.selected = 0;
     this.renders = 0;
     this.status = "";
@@ -127,7 +155,12 @@ class CameraEditor {
     this.canvas = document.createElement("canvas");
     Object.assign(this.canvas.style, { position: "absolute", inset: "0", width: "100%", height: "100%",
       display: "block", outline: "none" });
-    this.viewport.append(this.canvas);
+    // What overrides the preset widgets (custom path, camera file), over the view where it cannot be missed.
+    this.banner = document.createElement("div");
+    Object.assign(this.banner.style, { position: "absolute", left: "6px", right: "6px", top: "6px", display: "none",
+      padding: "3px 6px", borderRadius: "4px", background: "rgba(255, 210, 74, 0.92)", color: "#15181d",
+      fontWeight: "bold", pointerEvents: "none", overflowWrap: "anywhere" });
+    this.viewport.append(this.canvas, this.banner);
 
     const bar = document.createElement("div");
     Object.assign(bar.style, { display: "flex", alignItems: "center", gap: "6px", padding: "4px 6px" });
@@ -155,9 +188,11 @@ class CameraEditor {
       () => this.bakePreset());
     this.clearButton = button("Clear", "Empty custom_path: the camera file or the preset is used again", () => this.setCustomPath(""));
     this.statusLine = document.createElement("div");
-    // width 0 / min-width 100%: a long caption is cut with an ellipsis instead of widening the node
-    Object.assign(this.statusLine.style, { padding: "0 6px 4px", whiteSpace: "nowrap", overflow: "hidden",
-      textOverflow: "ellipsis", width: "0", minWidth: "100%", boxSizing: "border-box" });
+    // width 0 / min-width 100%: a long caption wraps instead of widening the node; two lines are kept for
+    // it, so the view does not change size with the caption
+    Object.assign(this.statusLine.style, { padding: "0 6px 4px", whiteSpace: "normal", overflowWrap: "anywhere",
+      lineHeight: "1.3", minHeight: "calc(2.6em + 4px)", flex: "0 0 auto", width: "0", minWidth: "100%",
+      boxSizing: "border-box" });
     // Keep typing and wheel events in the editor, not in the graph canvas (e.g. Delete removing the node).
     for (const type of ["keydown", "wheel"]) root.addEventListener(type, (e) => e.stopPropagation());
     root.append(this.viewport, bar, this.statusLine);
@@ -272,7 +307,8 @@ class CameraEditor {
     // An automatic pivot is drawn with the last run's (its depth's) until the node runs again.
     const body = { preset: v.preset, amount: v.amount, easing: v.easing, frames, pivot_distance: v.pivot_distance,
       camera_file: v.camera_file ?? null, custom_path: v.custom_path ?? "", fov_deg: this.run?.source_fov_deg ?? null,
-      stand_in_pivot: this.run?.points ? this.run.pivot_distance ?? null : null };
+      stand_in_pivot: this.run?.points ? this.run.pivot_distance ?? null : null,
+      point_cloud: this.pointCloudLinked() }; // the caption says where an automatic pivot will come from
     const response = await api.fetchApi("/recapture/camera_path", { method: "POST", body: JSON.stringify(body),
       headers: { "Content-Type": "application/json" } });
     const data = await response.json().catch(() => ({ error: `HTTP ${response.status}` }));
@@ -291,13 +327,39 @@ class CameraEditor {
     this.pathSource = source;
     this.pivot = pivot;
     this.setStatus(status);
-    // A custom path or camera file overrides the preset widgets: the caption says so, in the path's colour.
+    // A custom path or camera file overrides the preset widgets: the caption says so, in the path's colour,
+    // a banner over the view says how to get the preset back, and the overridden widgets are greyed out.
     this.statusLine.style.color = source === "custom" || source === "file" ? "#ffd24a" : "";
+    if (source !== "none") this.markOverrides(source);
     const n = path?.frames.length ?? 1;
     this.scrubber.max = String(Math.max(0, n - 1));
     this.selected = Math.min(this.selected, n - 1);
     this.scrubber.value = String(this.selected);
     this.rebuild();
+  }
+
+  /** Greys out (``widget.disabled``, as the frontend does for a widget fed by a link) the widgets the
+   * winning input overrides, says so over the view, and gives back the ones no longer overridden. */
+  markOverrides(source) {
+    const overridden = new Set(OVERRIDDEN[source] ?? []);
+    if (this.pointCloudLinked()) overridden.add("frames"); // the clip's frame count wins
+    for (const name of OVERRIDABLE) {
+      const w = widgetOf(this.node, name);
+      if (!w) continue;
+      if (overridden.has(name) && !w.disabled) {
+        w.disabled = true;
+        this.disabledWidgets.add(name);
+      } else if (!overridden.has(name) && this.disabledWidgets.delete(name)) {
+        w.disabled = false;
+      }
+    }
+    const file = widgetOf(this.node, "camera_file")?.value;
+    const text = source === "custom"
+      ? `custom path active - Clear to use the ${file && file !== NO_FILE ? "camera file" : "preset"}`
+      : source === "file" ? `camera file ${file} active - set camera_file to "${NO_FILE}" to use the preset` : "";
+    this.banner.textContent = text;
+    this.banner.style.display = text ? "block" : "none";
+    this.node.setDirtyCanvas?.(true, false);
   }
 
   select(frame) {
@@ -430,7 +492,85 @@ class CameraEditor {
       new THREE.LineBasicMaterial({ color: COLORS.pivot }));
     this.frameLabel.textContent = frames.length ? `frame ${this.selected + 1}/${frames.length}` : "";
     if (this.viewScale === null || s / this.viewScale > 2 || this.viewScale / s > 2) this.frame(s);
+    this.keepInView();
     this.render();
+  }
+
+  /** The points the view must keep: the selected camera's centre, and the path's cameras, the source
+   * camera and the pivot (three.js axes); null without a path. */
+  keptPoints() {
+    const frames = this.path?.frames;
+    if (!frames?.length) return null;
+    const V = this.THREE.Vector3;
+    const centres = frames.map((f) => new V(...toThree(f.pose[0][3], f.pose[1][3], f.pose[2][3])));
+    const selected = this.drag ? this.gizmoTarget.position.clone() : centres[Math.min(this.selected, frames.length - 1)];
+    return { selected, all: [...centres, new V(0, 0, 0), new V(0, 0, -this.scale())] };
+  }
+
+  /** Whether the view shows ``selected`` within ``keepSelected`` and every point of ``all`` within
+   * ``keepAll`` of the view (normalised device coordinates, 1 = the edge), all in front of the camera. */
+  shows({ selected, all }, keepSelected, keepAll) {
+    this.camera.updateMatrixWorld();
+    const v = new this.THREE.Vector3();
+    const inside = (p, m) => {
+      v.copy(p).project(this.camera);
+      return Math.abs(v.x) <= m && Math.abs(v.y) <= m && v.z > -1 && v.z < 1;
+    };
+    return inside(selected, keepSelected) && all.every((p) => inside(p, keepAll));
+  }
+
+  /** Re-frames the view when the path or the selected frame left it: same viewing direction, looking at
+   * the middle of what must show, from the nearest distance where the selected camera with its gizmo and
+   * the whole path fit. Views the user set that still show them are left alone; never while dragging. */
+  keepInView() {
+    if (this.drag || !this.syncSize()) return;
+    const kept = this.keptPoints();
+    if (!kept || this.shows(kept, KEEP_SELECTED, KEEP_PATH)) return;
+    const THREE = this.THREE;
+    const box = new THREE.Box3().setFromPoints([kept.selected, ...kept.all]);
+    const target = box.getCenter(new THREE.Vector3());
+    const direction = this.camera.position.clone().sub(this.controls.target).normalize();
+    const place = (d) => this.camera.position.copy(target).addScaledVector(direction, d);
+    const fits = (d) => {
+      place(d);
+      this.camera.lookAt(target);
+      return this.shows(kept, FIT_SELECTED, FIT_PATH);
+    };
+    this.controls.target.copy(target);
+    const radius = Math.max(box.getSize(new THREE.Vector3()).length() / 2, 1e-6);
+    this.camera.near = radius * 1e-3; // nothing kept is clipped while searching
+    this.camera.far = radius * 1e4;
+    this.camera.updateProjectionMatrix();
+    let far = radius;
+    for (let i = 0; i < 60 && !fits(far); i++) far *= 2;
+    let near = 0;
+    for (let i = 0; i < 40; i++) {
+      const mid = (near + far) / 2;
+      if (fits(mid)) far = mid;
+      else near = mid;
+    }
+    place(far);
+    this.camera.near = Math.min(0.01 * this.scale(), far * 0.01);
+    this.camera.far = Math.max(1000 * this.scale(), (far + radius) * 10);
+    this.camera.updateProjectionMatrix();
+    this.controls.update();
+  }
+
+  /** For tests and debugging: the cameras as drawn (the path line's vertices, back in OpenCV axes), the
+   * selected frame, and where its centre and the gizmo are on the view (normalised device coordinates). */
+  drawnCameras() {
+    const line = this.group?.children.find((c) => c.type === "Line");
+    const xyz = line ? Array.from(line.geometry.getAttribute("position").array) : [];
+    const centres = [];
+    for (let i = 0; i < xyz.length; i += 3) centres.push(toThree(xyz[i], xyz[i + 1], xyz[i + 2]));
+    this.camera?.updateMatrixWorld();
+    const ndc = (p) => (p ? p.clone().project(this.camera).toArray().slice(0, 2) : null);
+    const selected = line ? new this.THREE.Vector3(...toThree(...centres[Math.min(this.selected, centres.length - 1)])) : null;
+    const V = this.THREE?.Vector3;
+    return { centres, selected: this.selected, selectedNdc: ndc(selected),
+      centresNdc: V ? centres.map((c) => ndc(new V(...toThree(...c)))) : [],
+      gizmoNdc: this.gizmo?.getHelper().visible ? ndc(this.gizmoTarget.position) : null,
+      banner: this.banner.style.display === "none" ? "" : this.banner.textContent };
   }
 
   /** Puts the view behind, above and to the right of the source camera, looking at the subject. */
@@ -444,28 +584,45 @@ class CameraEditor {
     this.controls.update();
   }
 
-  render() {
-    if (!this.renderer || this.disposed || this.contextLost) return;
+  /** Sizes the drawing to the view; false while it is collapsed or hidden. */
+  syncSize() {
     const width = this.viewport.clientWidth, height = this.viewport.clientHeight;
-    if (width < 2 || height < 2) return; // collapsed or hidden
+    if (width < 2 || height < 2) {
+      this.pendingFit = true; // keep the path in view once the view has a size
+      return false;
+    }
     const size = this.renderer.getSize(new this.THREE.Vector2());
     if (size.x !== width || size.y !== height) {
       this.renderer.setSize(width, height, false);
       this.camera.aspect = width / height;
       this.camera.updateProjectionMatrix();
     }
+    return true;
+  }
+
+  render() {
+    if (!this.renderer || this.disposed || this.contextLost) return;
+    if (!this.syncSize()) return;
+    if (this.pendingFit) {
+      this.pendingFit = false;
+      this.keepInView();
+    }
     this.renderer.render(this.scene, this.camera);
     this.renders++;
   }
 
   dispose() {
+    if (this.disposed) return; // a workflow switch can remove a node more than once
     this.disposed = true;
     clearTimeout(this.timer);
     this.resizeObserver?.disconnect();
     this.gizmo?.dispose();
     this.controls?.dispose();
+    // Browsers allow ~16 WebGL contexts: give this one back now, unless the browser already took it
+    // (losing a lost context logs "loseContext: context already lost").
+    const lost = this.contextLost || this.renderer?.getContext().isContextLost();
     this.renderer?.dispose();
-    this.renderer?.forceContextLoss(); // browsers allow ~16 WebGL contexts: give this one back now
+    if (this.renderer && !lost) this.renderer.forceContextLoss();
   }
 }
 
