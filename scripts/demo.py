@@ -37,7 +37,7 @@ def main() -> int:
     write_demo_clip(base / "input")
     print(f"sample written to {base / 'input'}", flush=True)
     full = (base / "models" / "checkpoints" / SVD_FILE).is_file()
-    workflow = WORKFLOWS / ("recapture_full.json" if full else "recapture_anchor_only.json")
+    workflow = WORKFLOWS / ("ReCapture - full method with SVD.json" if full else "ReCapture - anchor video and mask.json")
     if not full:
         print(f"(no models/checkpoints/{SVD_FILE} under {base}: running Stage 1 only)", flush=True)
     with ComfyServer(base=base) as server:

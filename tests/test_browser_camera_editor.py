@@ -128,7 +128,7 @@ def test_running_the_anchor_workflow_shows_the_point_cloud_and_the_anchor_previe
     from recapture.demo_clip import write_demo_clip
 
     write_demo_clip(comfy.base / "input")
-    workflow = json.loads((REPO / "workflows" / "recapture_anchor_only.json").read_text())
+    workflow = json.loads((REPO / "workflows" / "ReCapture - anchor video and mask.json").read_text())
     canvas.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
     trajectory = canvas.evaluate("() => window.app.graph._nodes.find(n => n.type === '%s').id" % NODE)
     render = canvas.evaluate("() => window.app.graph._nodes.find(n => n.type === 'ReCaptureRenderAnchor').id")

@@ -49,7 +49,7 @@ def test_node_found_in_search_and_added(canvas, artifacts):
     assert pack_console_errors(canvas.messages) == []
 
 
-@pytest.mark.parametrize("name", ["recapture_anchor_only.json", "recapture_full.json"])
+@pytest.mark.parametrize("name", ["ReCapture - anchor video and mask.json", "ReCapture - full method with SVD.json"])
 def test_shipped_workflow_loads_and_matches_our_api_conversion(canvas, comfy, artifacts, name):
     """The canvas loads the file with every node type known and every link in place, and its own
     graph-to-prompt conversion equals the one the tests and `make demo` use."""

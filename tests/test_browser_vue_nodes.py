@@ -29,7 +29,7 @@ def test_editor_and_player_work_under_vue_nodes(vue_canvas, comfy, artifacts):
 
     page = vue_canvas
     write_demo_clip(comfy.base / "input")
-    workflow = json.loads((REPO / "workflows" / "recapture_anchor_only.json").read_text())
+    workflow = json.loads((REPO / "workflows" / "ReCapture - anchor video and mask.json").read_text())
     page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
     ids = page.evaluate("""() => Object.fromEntries(window.app.graph._nodes
         .filter(n => n.type.startsWith('ReCapture')).map(n => [n.type, n.id]))""")

@@ -11,21 +11,22 @@ NODES = {
                            "video_input"},
     "ReCaptureEstimateDepth": {"frames", "model", "batch_size"},
     "ReCaptureDepthToPointCloud": {"frames", "depth", "depth_kind", "near", "far", "fov_deg", "edge_threshold",
-                                   "preview_points"},
+                                   "preview_points", "align_depth"},
     "ReCaptureCameraTrajectory": {"preset", "amount", "easing", "frames", "pivot_distance", "camera_file",
                                   "point_cloud", "custom_path"},
     "ReCaptureRenderAnchor": {"point_cloud", "camera_path", "dilate_holes"},
     "ReCaptureLoadSVD": {"model", "dtype"},
     "ReCaptureTrainMaskedLoRA": {"svd", "anchor", "mask", "source", "steps", "frames", "learning_rate", "rank", "seed",
                                  "conditioning_frame", "fps", "motion_bucket_id", "noise_aug_strength", "mask_erosion",
-                                 "lora_name", "low_memory", "spatial_augment"},
+                                 "lora_name", "low_memory", "spatial_augment", "window_overlap"},
     "ReCaptureLoadLoRA": {"temporal", "spatial"},
     "ReCaptureSVDDualLoRASample": {"svd", "lora", "anchor", "image_prompt", "steps", "seed", "min_guidance",
                                    "max_guidance", "fps", "motion_bucket_id", "noise_aug_strength",
                                    "temporal_strength", "spatial_strength", "decode_chunk_size", "low_memory", "source",
-                                   "mask"},
+                                   "mask", "window_overlap"},
     "ReCaptureSDEditRefine": {"svd", "lora", "frames", "strength", "steps", "seed", "decode_chunk_size", "low_memory",
-                              "min_guidance", "max_guidance", "fps", "motion_bucket_id", "noise_aug_strength"},
+                              "min_guidance", "max_guidance", "fps", "motion_bucket_id", "noise_aug_strength",
+                              "window_overlap"},
 }
 OUTPUTS = {
     "ReCaptureLoadVideo": ["IMAGE", "FLOAT", "INT"],
@@ -91,7 +92,7 @@ def test_every_node_has_a_served_help_page_with_a_picture(comfy):
 
 def test_shipped_workflows_are_listed_as_templates(comfy):
     templates = comfy.get("/workflow_templates")
-    assert "recapture_anchor_only" in templates.get("ComfyUI-ReCapture", [])
+    assert "ReCapture - anchor video and mask" in templates.get("ComfyUI-ReCapture", [])
 
 
 @pytest.mark.parametrize("field, value", [("video", "../../../etc/passwd"), ("video", "/etc/hostname"),

@@ -280,7 +280,7 @@ def test_soak_the_shipped_anchor_workflow_20_times_without_memory_growth(server,
     input files get a new modification time and the camera moves a little): the server's resident memory
     between run 5 and run 20 grows by less than SOAK_GROWTH_LIMIT_MB. Frames are 512x256 instead of
     1024x576 so that 20 runs fit in a few minutes on a 2-core CPU."""
-    workflow = json.loads((REPO / "workflows" / "recapture_anchor_only.json").read_text())
+    workflow = json.loads((REPO / "workflows" / "ReCapture - anchor video and mask.json").read_text())
     prompt = ui_to_api(workflow, server.object_info())
     loaders = [k for k, n in prompt.items() if n["class_type"] == "ReCaptureLoadVideo"]
     trajectory = next(k for k, n in prompt.items() if n["class_type"] == "ReCaptureCameraTrajectory")
@@ -366,7 +366,7 @@ def test_two_prompts_back_to_back_with_different_videos_do_not_mix(server):
 @comfy
 def test_the_server_runs_the_anchor_workflow_and_tiny_svd_training_with_the_network_blocked(server, guard):
     assert str(server.process.pid) in (guard / "socket.log.loaded").read_text().split(), "guard not loaded"
-    workflow = json.loads((REPO / "workflows" / "recapture_anchor_only.json").read_text())
+    workflow = json.loads((REPO / "workflows" / "ReCapture - anchor video and mask.json").read_text())
     prompt = ui_to_api(workflow, server.object_info())
     for node in prompt.values():
         if node["class_type"] == "ReCaptureLoadVideo":

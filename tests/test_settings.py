@@ -17,19 +17,20 @@ from recapture.config import (FROM_LORA, MEMORY_PLANS, CameraConfig, ClipConfig,
 NODE_SETTINGS = {
     "ReCaptureLoadVideo": {name: (ClipConfig, name) for name in ("start_frame", "frame_count", "every_nth", "width",
                                                                  "height", "resize")},
-    "ReCaptureDepthToPointCloud": {name: (PointCloudConfig, name) for name in ("near", "far", "fov_deg", "edge_threshold")},
+    "ReCaptureDepthToPointCloud": {name: (PointCloudConfig, name) for name in ("near", "far", "fov_deg", "edge_threshold",
+                                                                               "align_depth")},
     "ReCaptureCameraTrajectory": {name: (CameraConfig, name) for name in ("preset", "amount", "easing", "frames",
                                                                           "pivot_distance")},
     "ReCaptureRenderAnchor": {"dilate_holes": (RenderConfig, "dilate_holes")},
     "ReCaptureTrainMaskedLoRA": {name: (TrainConfig, name) for name in (
         "steps", "learning_rate", "rank", "seed", "conditioning_frame", "fps", "motion_bucket_id", "noise_aug_strength",
-        "mask_erosion", "spatial_augment")},
+        "mask_erosion", "spatial_augment", "window_overlap")},
     "ReCaptureSVDDualLoRASample": {name: (SampleConfig, name) for name in (
         "steps", "seed", "min_guidance", "max_guidance", "fps", "motion_bucket_id", "noise_aug_strength",
-        "temporal_strength", "spatial_strength", "decode_chunk_size")},
+        "temporal_strength", "spatial_strength", "decode_chunk_size", "window_overlap")},
     "ReCaptureSDEditRefine": {"strength": (SampleConfig, "refine_strength")} | {name: (SampleConfig, name) for name in (
         "steps", "seed", "decode_chunk_size", "min_guidance", "max_guidance", "fps", "motion_bucket_id",
-        "noise_aug_strength")},
+        "noise_aug_strength", "window_overlap")},
 }
 SAMPLING_NODES = ("ReCaptureSVDDualLoRASample", "ReCaptureSDEditRefine")
 

@@ -37,8 +37,9 @@ def test_windows_cover_the_clip_and_blend_only_where_they_overlap():
     fused = fuse(parts, [0, 2, 4], 8, 2)
     assert fused[0, :1].eq(0).all() and fused[0, -1:].eq(2).all()  # alone: its window's own value
     assert 0 < fused[0, 2, 0] < 1 and 1 < fused[0, 4, 0] < 2  # shared: between the two
-    with pytest.raises(ValueError, match="window overlap must be between 0 and 3"):
-        window_starts(12, 4, 4)
+    assert window_starts(12, 4, 9) == window_starts(12, 4, 3) == list(range(9))  # a short window: all but one
+    with pytest.raises(ValueError, match="window overlap must be 0 frames or more"):
+        window_starts(12, 4, -1)
 
 
 def seam_ratio(video: torch.Tensor, starts: list[int], window: int) -> float:

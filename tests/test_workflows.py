@@ -41,7 +41,7 @@ def decode(path: Path) -> tuple[np.ndarray, float]:
 
 
 def test_anchor_only_workflow_runs_as_shipped(comfy, sample_in_input):
-    workflow = json.loads((WORKFLOWS / "recapture_anchor_only.json").read_text())
+    workflow = json.loads((WORKFLOWS / "ReCapture - anchor video and mask.json").read_text())
     prompt = ui_to_api(workflow, comfy.object_info())
     entry = comfy.run(prompt, timeout=600)
     videos = saved_videos(comfy, entry)
@@ -68,7 +68,7 @@ def test_full_workflow_runs_with_a_tiny_single_file_svd(comfy, sample_in_input, 
     from conftest import save_tiny_single_file_svd
 
     save_tiny_single_file_svd(comfy_code, comfy.base / "models" / "checkpoints" / "svd_xt.safetensors")
-    workflow = json.loads((WORKFLOWS / "recapture_full.json").read_text())
+    workflow = json.loads((WORKFLOWS / "ReCapture - full method with SVD.json").read_text())
     prompt = ui_to_api(workflow, comfy.object_info())
     for node in prompt.values():
         inputs = node["inputs"]
