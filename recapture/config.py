@@ -276,7 +276,8 @@ class Windows:
 
     window_overlap: int = setting(4, "Frames that neighbouring windows share when the clip is longer than SVD's "
                                   "window (14 frames for svd, 25 for svd_xt): they are blended, so the windows "
-                                  "hand over without a seam. More overlap: smoother, more windows to compute.",
+                                  "hand over without a seam. More overlap: smoother, more windows to compute (at most "
+                                  "the window less one frame).",
                                   min=0, max=24)
 
 

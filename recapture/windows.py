@@ -14,7 +14,8 @@ import torch
 
 
 def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
-    """First frames of the windows covering ``num_frames`` frames.
+    """First frames of the windows covering ``num_frames`` frames; an ``overlap`` of the whole window or
+    more counts as ``window - 1``.
 
     >>> window_starts(14, 14, 4), window_starts(10, 14, 4)
     ([0], [0])
@@ -23,9 +24,9 @@ def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
     """
     if num_frames <= window:
         return [0]
-    if not 0 <= overlap < window:
-        raise ValueError(f"the window overlap must be between 0 and {window - 1} frames (the model's window is "
-                         f"{window}), got {overlap}: lower window_overlap")
+    if overlap < 0:
+        raise ValueError(f"the window overlap must be 0 frames or more, got {overlap}")
+    overlap = min(overlap, window - 1)  # windows must advance: a short window shares at most all but one frame
     starts = list(range(0, num_frames - window, window - overlap))
     return starts + [num_frames - window]
 
@@ -49,7 +50,7 @@ def fuse(parts: list[torch.Tensor], starts: list[int], num_frames: int, overlap:
     window = parts[0].shape[1]
     shape = (parts[0].shape[0], num_frames, *parts[0].shape[2:])
     total, weight = parts[0].new_zeros(shape), parts[0].new_zeros((1, num_frames) + (1,) * (len(shape) - 2))
-    w = window_weights(window, overlap).to(parts[0]).view(1, window, *(1,) * (len(shape) - 2))
+    w = window_weights(window, min(overlap, window - 1)).to(parts[0]).view(1, window, *(1,) * (len(shape) - 2))
     for part, start in zip(parts, starts):
         total[:, start : start + window] += w * part
         weight[:, start : start + window] += w
