@@ -77,3 +77,19 @@ def changed(a: dict, b: dict) -> int:
     """How many sampled pixels differ between two drawings of the same editor."""
     assert len(a["sample"]) == len(b["sample"])
     return sum(abs(x - y) > 40 for x, y in zip(a["sample"], b["sample"]))
+
+
+def open_node_search(page):
+    """Opens the canvas' node search as a person does (a double click on the empty canvas), again if the
+    page was still busy; returns its input box."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    search = page.locator("input[placeholder*='Search'], .comfy-vue-node-search-container input").first
+    for attempt in range(3):
+        page.mouse.dblclick(700, 450)
+        try:
+            search.wait_for(state="visible", timeout=8_000)
+            return search
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise

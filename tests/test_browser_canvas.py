@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from browser_pages import pack_console_errors, temp_frames
+from browser_pages import open_node_search, pack_console_errors, temp_frames
 
 pytestmark = pytest.mark.browser
 
@@ -17,21 +17,11 @@ def test_extension_loads_without_console_errors(canvas, artifacts):
 
 
 def test_node_found_in_search_and_added(canvas, artifacts):
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
     canvas.evaluate("() => { window.app.graph.clear(); window.app.graph.setDirtyCanvas(true, true); }")
     before = 0
     # Double-clicking empty canvas opens the node search box, as a person would (and as a person would,
     # again if the first double-click came while the page was still busy: seen once on a loaded CI box).
-    search = canvas.locator("input[placeholder*='Search'], .comfy-vue-node-search-container input").first
-    for attempt in range(3):
-        canvas.mouse.dblclick(700, 450)
-        try:
-            search.wait_for(state="visible", timeout=8_000)
-            break
-        except PlaywrightTimeout:
-            if attempt == 2:
-                raise
+    search = open_node_search(canvas)
     search.fill("ReCapture Load Video")
     canvas.wait_for_timeout(800)
     canvas.screenshot(path=str(artifacts / "node_search.png"))

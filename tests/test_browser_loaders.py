@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from browser_pages import pack_console_errors, set_widget
+from browser_pages import open_node_search, pack_console_errors, set_widget
 from comfy_harness import REPO
 
 pytestmark = pytest.mark.browser
@@ -219,18 +219,8 @@ def test_an_upload_that_fails_to_decode_leaves_no_preview_of_the_old_file(canvas
 
 
 def test_node_search_finds_camera_trajectory_by_typing_orbit(canvas, artifacts):
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
     canvas.evaluate("() => { window.app.graph.clear(); window.app.graph.setDirtyCanvas(true, true); }")
-    search = canvas.locator("input[placeholder*='Search'], .comfy-vue-node-search-container input").first
-    for attempt in range(3):  # as a person would, again if the page was still busy (see test_browser_canvas)
-        canvas.mouse.dblclick(700, 450)
-        try:
-            search.wait_for(state="visible", timeout=8_000)
-            break
-        except PlaywrightTimeout:
-            if attempt == 2:
-                raise
+    search = open_node_search(canvas)
     search.fill("orbit")
     canvas.wait_for_timeout(800)
     canvas.screenshot(path=str(artifacts / "node_search_orbit.png"))
