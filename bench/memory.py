@@ -7,6 +7,9 @@ real GPU adds the CUDA context (~0.5 GB), the caching allocator's fragmentation 
 so read it as a lower bound and compare with `bench/train.py` / `bench/sample.py` on a GPU. torch's
 FLOP counter runs along and gives the FLOPs of one training step and one sampling step (with CFG).
 
+The models live on the meta device, standing in for the GPU, and the clip is given on the CPU as ComfyUI
+holds it; only tensors on the stand-in device count, so what the code keeps in host memory (the frames,
+a long clip's latents) does not, and a tensor left on the wrong device fails here as it would on a GPU.
 Attention is counted as a flash kernel (output and log-sum-exp, no attention matrix), as PyTorch's
 SDPA runs it on CUDA in bf16 and fp16. Data-dependent checks on the inputs are skipped (there is no
 data); modules that the code parks on the CPU (``recapture.memory.offloaded``) do not count while
@@ -32,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import recapture.memory  # noqa: E402
 import recapture.sampling  # noqa: E402
 import recapture.train  # noqa: E402
-from recapture.lora import adapter_state, inject_lora_adapters, remove_lora_adapters  # noqa: E402
+from recapture.lora import adapter_state, remove_lora_adapters  # noqa: E402
 from recapture.config import SampleConfig, TrainConfig  # noqa: E402
 from recapture.sampling import sample_video, sdedit  # noqa: E402
 from recapture.svd import svd_configs, svd_from_configs  # noqa: E402
@@ -41,6 +44,7 @@ from recapture.types import TrainedLoRA  # noqa: E402
 from memory_options import add_memory_options, describe, memory_from_args  # noqa: E402
 
 GiB = 2**30
+DEVICE = "meta"  # the GPU's stand-in: fake tensors there have shapes and a device, and autograd runs on them
 
 
 class LiveBytes(TorchDispatchMode):
@@ -54,6 +58,8 @@ class LiveBytes(TorchDispatchMode):
         self.peak = 0
 
     def _track(self, tensor: torch.Tensor) -> None:
+        if tensor.device.type == "cpu":  # host memory
+            return
         storage = tensor.untyped_storage()
         key = id(storage)
         if key in self.alive:
@@ -122,14 +128,29 @@ def estimating(tracker: LiveBytes):
     def set_data(t1, t2):  # Module.to() swaps fake parameters, which the fake mode's weakrefs forbid
         t1.data = t2.data
 
+    def flash_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
+        if attn_mask is not None or kwargs.get("enable_gqa"):
+            return attention(query, key, value, attn_mask, dropout_p, is_causal, scale=scale, **kwargs)
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, dropout_p, is_causal,
+                                                                          scale=scale)[0]
+
+    def inject_on_device(*args, **kwargs):  # PEFT makes the LoRA layers on the CPU, then moves them: make them there
+        with torch.device(DEVICE):
+            return inject(*args, **kwargs)
+
+    inject, recapture.train.inject_lora_adapters = recapture.train.inject_lora_adapters, inject_on_device
     recapture.train.offloaded = recapture.sampling.offloaded = parked
     recapture.train._check_inputs = lambda *a, **k: None  # reads data; the real inputs are fine by construction
     recapture.sampling.karras_sigmas, recapture.sampling.refine_sigmas = real_sigmas, real_refine_sigmas
     swap, torch.utils.swap_tensors = torch.utils.swap_tensors, set_data
+    attention = torch.nn.functional.scaled_dot_product_attention  # on the meta device it would pick the math kernel
+    torch.nn.functional.scaled_dot_product_attention = flash_attention
     try:
         yield
     finally:
+        torch.nn.functional.scaled_dot_product_attention = attention
         recapture.train.offloaded = recapture.sampling.offloaded = offloaded
+        recapture.train.inject_lora_adapters = inject
         recapture.train._check_inputs = check
         recapture.sampling.karras_sigmas, recapture.sampling.refine_sigmas = sigmas, refine
         torch.utils.swap_tensors = swap
@@ -145,7 +166,7 @@ def meta_svd(num_frames: int, dtype: torch.dtype):
 
 def give_storage(models) -> None:
     for module in (models.unet, models.vae, models.image_encoder):
-        module.to_empty(device="cpu")
+        module.to_empty(device=DEVICE)
 
 
 def train_config(args) -> TrainConfig:
@@ -173,7 +194,7 @@ def count_flops(args, dtype, anchor, mask, sample_frames: int) -> None:
         if args.skip != "sample":
             marks.clear()
             sample_video(models, None, anchor[0], sample_frames, sample_config(args),
-                         lambda _: marks.append(flops.get_total_flops()))
+                         lambda _step, window: window == 0 and marks.append(flops.get_total_flops()))
             print(f"sampling step ({sample_frames} frames, CFG): {(marks[1] - marks[0]) / 1e12:.1f} TFLOP")
 
 
@@ -217,7 +238,7 @@ def main() -> None:
                   f"{describe(args)}: "
                   f"encoding + first step {train_peak[0] / GiB:.2f} GiB, later steps {train_peak[1] / GiB:.2f} GiB")
         if args.skip != "sample":
-            inject_lora_adapters(models.unet, rank=args.rank)
+            recapture.train.inject_lora_adapters(models.unet, rank=args.rank)  # on the device (estimating)
             lora = TrainedLoRA(temporal=adapter_state(models.unet, "temporal", float(args.rank)),
                                spatial=adapter_state(models.unet, "spatial", float(args.rank)),
                                rank=args.rank, alpha=float(args.rank))

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from recapture.config import SampleConfig  # noqa: E402
 from recapture.lora import adapter_state, inject_lora_adapters, remove_lora_adapters  # noqa: E402
-from recapture.sampling import sample_video, sdedit  # noqa: E402
+from recapture.sampling import sample_video, sdedit, window_count  # noqa: E402
 from recapture.svd import build_svd, build_tiny_svd  # noqa: E402
 from recapture.types import TrainedLoRA  # noqa: E402
 from memory_options import add_memory_options, memory_from_args  # noqa: E402
@@ -51,10 +51,14 @@ def main() -> None:
     config = SampleConfig(steps=args.steps, refine_strength=args.sdedit_strength, decode_chunk_size=args.decode_chunk,
                           memory=memory_from_args(args))
 
+    windows = window_count(models, args.frames, config)
+
     def timed(fn):
         stamps = []
 
-        def on_step(_):
+        def on_step(_step, window):
+            if window < windows - 1:  # a step ends with its last window
+                return
             if device.type == "cuda":
                 torch.cuda.synchronize()
             stamps.append(time.perf_counter())

@@ -70,11 +70,13 @@ def check_cancel() -> None:
 
 class Progress:
     """The node's progress bar and a status line under it ("step 37/400 · ... · ETA 2m 10s"); every
-    advance also honours Cancel."""
+    advance also honours Cancel. ``windows`` > 1: each of the ``total`` steps runs that many windows of a
+    long clip; the bar moves a window at a time and the line says the window and the time each takes."""
 
-    def __init__(self, total: int, unit: str = "step"):
-        self._bar = comfy.utils.ProgressBar(total)
+    def __init__(self, total: int, unit: str = "step", windows: int = 1):
+        self._bar = comfy.utils.ProgressBar(total * windows)
         self._unit = unit
+        self._windows = windows
         self._start = time.monotonic()
 
     def advance(self, amount: int = 1, preview=None, detail: str = "") -> None:
@@ -85,10 +87,17 @@ class Progress:
         _show_text(self.status(detail))
 
     def status(self, detail: str = "") -> str:
-        done, total = self._bar.current, self._bar.total
-        parts = [f"{self._unit} {done}/{total}"] + ([detail] if detail else [])
+        done, total, windows = self._bar.current, self._bar.total, self._windows
+        elapsed = time.monotonic() - self._start
+        if windows == 1:
+            parts = [f"{self._unit} {done}/{total}"]
+        else:
+            step, window = divmod(max(done - 1, 0), windows)
+            parts = [f"{self._unit} {step + 1}/{total // windows}", f"window {window + 1}/{windows}"]
+            if done:
+                parts.append(f"{elapsed / done:.1f} s per window")
+        parts += [detail] if detail else []
         if 0 < done < total:
-            elapsed = time.monotonic() - self._start
             parts.append(f"ETA {_duration(elapsed / done * (total - done))}")
         return " · ".join(parts)
 
@@ -141,8 +150,9 @@ def releasing_memory():
     except OutOfMemory as error:
         comfy.model_management.soft_empty_cache()
         chunk = "" if error.stage == "training" else " with decode_chunk_size 2"
+        fewer = "fewer frames, " if error.window == error.frames else ""
         raise error.with_advice(
-            f"Ways out: fewer frames, a lower resolution (e.g. {error.smaller_size()} in ReCapture Load Video), "
+            f"Ways out: {fewer}a lower resolution (e.g. {error.smaller_size()} in ReCapture Load Video), "
             f"dtype bf16 or fp16 in ReCapture Load SVD, low_memory on{chunk}, or close other programs using the "
             "GPU.") from error.__cause__
     except BaseException:

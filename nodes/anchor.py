@@ -217,9 +217,8 @@ class ReCaptureRenderAnchor(io.ComfyNode):
                        "its colours come from the frames given to ReCapture Depth To Point Cloud")
         device = comfy.model_management.get_torch_device()
         progress = Progress(point_cloud.num_frames, unit="frame")
-        anchor, mask = render_anchor(point_cloud.to(device), camera_path.to(device),
-                                     dilate_holes=dilate_holes, on_frame=progress.advance)
-        anchor, mask = anchor.cpu(), mask.cpu()
+        anchor, mask = render_anchor(point_cloud.to("cpu"), camera_path, dilate_holes=dilate_holes,
+                                     on_frame=progress.advance, device=device)
         # the node's player: the anchor, and the same with its holes painted (the mask overlay toggle),
         # painted on the small previews rather than the full frames
         small = preview_frames(anchor)

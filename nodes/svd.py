@@ -354,7 +354,7 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
     def execute(cls, svd, lora, anchor, image_prompt, steps, seed, min_guidance, max_guidance, fps,
                 motion_bucket_id, noise_aug_strength, temporal_strength, spatial_strength, decode_chunk_size,
                 low_memory=False, source=None, mask=None, window_overlap=SampleConfig.window_overlap) -> io.NodeOutput:
-        from ..recapture.sampling import sample_video
+        from ..recapture.sampling import sample_video, window_count
 
         if image_prompt == PROMPT_FRAMES[1] and source is None:
             raise ValueError("image_prompt is the first source frame but no source is connected: connect the source "
@@ -376,9 +376,9 @@ class ReCaptureSVDDualLoRASample(io.ComfyNode):
                                 min_guidance=min_guidance, max_guidance=max_guidance,
                                 temporal_strength=temporal_strength, spatial_strength=spatial_strength,
                                 decode_chunk_size=decode_chunk_size, window_overlap=window_overlap)
-        progress = Progress(steps)
+        progress = Progress(steps, windows=window_count(svd, anchor.shape[0], config))
         with torch.inference_mode(False), releasing_memory():
-            frames = sample_video(svd, lora, prompt.clone(), anchor.shape[0], config, lambda _: progress.advance(),
+            frames = sample_video(svd, lora, prompt.clone(), anchor.shape[0], config, lambda *_: progress.advance(),
                                   mask=mask)
         return io.NodeOutput(frames, ui=video_player(cls, frames))
 
@@ -425,13 +425,13 @@ class ReCaptureSDEditRefine(io.ComfyNode):
                 fps=FROM_LORA["fps"], motion_bucket_id=FROM_LORA["motion_bucket_id"],
                 noise_aug_strength=FROM_LORA["noise_aug_strength"],
                 window_overlap=SampleConfig.window_overlap) -> io.NodeOutput:
-        from ..recapture.sampling import refine_steps, sdedit
+        from ..recapture.sampling import refine_steps, sdedit, window_count
 
         require_finite("frames", frames, "connect the frames straight from ReCapture SVD Dual-LoRA Sample")
         config = _sample_config(lora, fps, motion_bucket_id, noise_aug_strength, low_memory, steps=steps, seed=seed,
                                 refine_strength=strength, decode_chunk_size=decode_chunk_size,
                                 min_guidance=min_guidance, max_guidance=max_guidance, window_overlap=window_overlap)
-        progress = Progress(max(1, refine_steps(svd, config)))
+        progress = Progress(max(1, refine_steps(svd, config)), windows=window_count(svd, len(frames), config))
         with torch.inference_mode(False), releasing_memory():
-            refined = sdedit(svd, lora, frames.clone(), config, lambda _: progress.advance())
+            refined = sdedit(svd, lora, frames.clone(), config, lambda *_: progress.advance())
         return io.NodeOutput(refined, ui=video_player(cls, refined))

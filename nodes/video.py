@@ -7,8 +7,8 @@ import os
 import folder_paths
 
 from ..recapture.config import ClipConfig
-from ..recapture.video import (VIDEO_EXTENSIONS, ClipSelection, check_clip_size, fit_frames, has_frames,
-                               list_frame_files, read_clip, select_frames)
+from ..recapture.video import (VIDEO_EXTENSIONS, ClipSelection, check_clip_size, clip_length, fit_frames,
+                               has_frames, list_frame_files, read_clip, select_frames)
 from ._api import (CATEGORY_VIDEO, InputImpl, InvalidInput, Progress, check_inputs, input_file_inside, input_files,
                    input_path, inside, io, search_aliases, setting_input)
 
@@ -114,7 +114,6 @@ class ReCaptureLoadVideo(io.ComfyNode):
                 width: int, height: int, resize: str, video_input=None) -> io.NodeOutput:
         selection = ClipSelection(start=start_frame, count=frame_count, step=every_nth)
         check_clip_size(width, height)
-        progress = Progress(selection.last + 1, unit="frame")
         if video_input is not None and not isinstance(video_input, InputImpl.VideoFromFile):
             # A video made of frames in memory (core Create Video): nothing to decode.
             components = video_input.get_components()
@@ -124,6 +123,9 @@ class ReCaptureLoadVideo(io.ComfyNode):
                 source = video_input.get_stream_source()
             else:
                 source = input_path(video if frames_folder == NO_FOLDER else frames_folder)
+            # frames decoded, up to the last one taken (all: the clip's declared length)
+            progress = Progress(selection.last + 1 if selection.last is not None else clip_length(source) or 1,
+                                unit="frame")
             # each frame is sized as it is read, and a frame in a folder that links out of input/ is refused
             frames, fps = read_clip(source, selection, on_frame=lambda: progress.advance(), size=(width, height),
                                     mode=resize, check_file=input_file_inside)

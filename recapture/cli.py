@@ -19,6 +19,8 @@ from .config import (DEPTH_KINDS, FROM_LORA, PRESETS, CameraConfig, ClipConfig, 
 from .files import atomic_path
 from .lora import DEFAULT_NAME as DEFAULT_LORA_NAME
 from .memory import OutOfMemory
+from .demo_clip import SAMPLE_FRAMES
+from .video import ALL_FRAMES
 
 # The config fields the command line offers, with their flags: training's, sampling's, and those the
 # two share (one value serves both, as SVD's conditioning must be the same in training and sampling).
@@ -64,9 +66,7 @@ def _read_depth(path: str, selection, width_height) -> torch.Tensor:
                     f"{selection.count}, --every {selection.step})")
             depth = select_frames(depth[..., None], selection)[..., 0]  # the whole video's depth
         return depth if width_height is None else fit_frames(depth[..., None], *width_height)[..., 0]
-    frames, _ = read_clip(path, selection)
-    if width_height is not None:
-        frames = fit_frames(frames, *width_height)
+    frames, _ = read_clip(path, selection, size=width_height)
     return depth_from_image(frames)
 
 
@@ -83,14 +83,13 @@ def render_stage1(args: argparse.Namespace):
     from . import camera
     from .pointcloud import make_point_cloud
     from .render import render_anchor
-    from .video import ClipSelection, check_clip_size, fit_frames, read_clip
+    from .video import ClipSelection, check_clip_size, read_clip
 
     selection = ClipSelection(start=args.start, count=args.frames, step=args.every)
     if args.size is not None:
         check_clip_size(*args.size)
-    frames, fps = read_clip(args.video, selection)
-    if args.size is not None:
-        frames = fit_frames(frames, *args.size)
+    frames, fps = read_clip(args.video, selection, size=args.size)  # sized as read: long clips stay small
+    selection = ClipSelection(args.start, len(frames), args.every)  # "all" is now a count
     depth = _read_depth(args.depth, selection, args.size)
     cloud = make_point_cloud(frames, depth, kind=args.depth_kind, fov_deg=args.fov, near=args.near, far=args.far,
                              edge_threshold=args.edge_threshold, align_depth=args.align_depth)
@@ -98,7 +97,7 @@ def render_stage1(args: argparse.Namespace):
                                      camera_file=args.camera_file or None, cloud=cloud, source_fov_deg=args.fov).path
     device = _device(args.device)
     print(f"rendering {cloud.num_frames} frames at {cloud.width}x{cloud.height} on {device}", file=sys.stderr)
-    anchor, mask = render_anchor(cloud.to(device), path.to(device), dilate_holes=args.dilate_holes)
+    anchor, mask = render_anchor(cloud, path, dilate_holes=args.dilate_holes, device=device)
     return frames, (fps or args.fps) / args.every, anchor.cpu(), mask.cpu(), path
 
 
@@ -136,6 +135,17 @@ def _progress(total: int, label: str):
     return step, bar.close
 
 
+def _window_progress(steps: int, windows: int, label: str):
+    """A progress bar on stderr over ``steps`` denoising steps of ``windows`` windows each, moving a window
+    at a time (tqdm's rate is then the time per window); returns (``on_step(step, window)``, close)."""
+    from tqdm import tqdm
+
+    unit = "window" if windows > 1 else "step"
+    bar = tqdm(total=steps * windows, desc=f"{label} ({windows} windows a step)" if windows > 1 else label,
+               unit=unit, file=sys.stderr, leave=True)
+    return (lambda _step, _window: bar.update(1)), bar.close
+
+
 def config_from_args(config: type, flags: dict[str, str], args: argparse.Namespace, lora=None):
     """A ``TrainConfig`` / ``SampleConfig`` from the parsed options named in ``flags`` (and the shared
     ones); the rest keep their defaults. Sampling with a ``lora``: SVD's conditioning options left out
@@ -161,17 +171,22 @@ def _train(args, models, anchor, mask, source):
 
 
 def _sample(args, models, lora, anchor, mask, fps: float) -> None:
-    from .sampling import sample_video, sdedit
+    from .sampling import refine_steps, sample_video, sdedit, window_count
     from .video import write_video
 
     config = config_from_args(SampleConfig, SAMPLE_FLAGS, args, lora)
-    step, close = _progress(config.steps, "sample")
+    windows = window_count(models, len(anchor), config)
+    step, close = _window_progress(config.steps, windows, "sample")
     try:
         frames = sample_video(models, lora, anchor, len(anchor), config, on_step=step, mask=mask)
     finally:
         close()
     if config.refine_strength > 0:
-        frames = sdedit(models, lora, frames, config)
+        step, close = _window_progress(refine_steps(models, config), windows, "refine")
+        try:
+            frames = sdedit(models, lora, frames, config, on_step=step)
+        finally:
+            close()
     write_video(Path(args.out) / "recaptured.mp4", frames, fps)
 
 
@@ -243,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Writes recapture_sample.mp4 and recapture_sample_depth/ (16-bit PNG inverse "
                                    "depth; near and far are printed in its README) into OUT.")
     s.add_argument("--out", required=True, help="output folder (e.g. ComfyUI's input folder)")
-    _setting_option(s, ClipConfig, "frame_count", "--frames", "Frames of the demo clip.")
+    s.add_argument("--frames", type=_number(int, 1, setting_of(ClipConfig, "frame_count").max),
+                   default=SAMPLE_FRAMES, help=f"Frames of the demo clip (default {SAMPLE_FRAMES}: the 14-frame "
+                                               "workflows take its first 14, the long-clip workflow all).")
     s.add_argument("--size", type=_size, default=(1024, 576))
     s.set_defaults(func=cmd_demo_clip)
 
@@ -294,7 +311,12 @@ def _anchor_options(a: argparse.ArgumentParser) -> None:
     for name, flag in CAMERA_FLAGS.items():
         _setting_option(a, CameraConfig, name, flag)
     for name, flag in CLIP_FLAGS.items():
-        _setting_option(a, ClipConfig, name, flag)
+        if name == "frame_count":
+            a.add_argument(flag, type=_frame_count, default=ALL_FRAMES,
+                           help="How many frames to take: a number, or all to the end of the clip; longer than one "
+                                "SVD window are trained and sampled in overlapping windows (default all)")
+        else:
+            _setting_option(a, ClipConfig, name, flag)
     a.add_argument("--size", type=_size, default=None, help="resize (crop) frames and depth to WxH, e.g. 1024x576")
     a.add_argument("--fps", type=float, default=24.0, help="frame rate for frame folders")
     _setting_option(a, RenderConfig, "dilate_holes", "--dilate-holes")
@@ -320,6 +342,13 @@ def _number(kind: type, low, high):
             raise argparse.ArgumentTypeError(f"{text} is outside {low:g}..{high:g}")  # NaN too
         return value
     return parse
+
+
+def _frame_count(text: str) -> int:
+    """``--frames``: a count within ClipConfig's range, or ``all`` (``ALL_FRAMES``)."""
+    if text.strip().lower() == "all":
+        return ALL_FRAMES
+    return _number(int, 1, setting_of(ClipConfig, "frame_count").max)(text)
 
 
 def _setting_option(p: argparse.ArgumentParser, config: type, name: str, flag: str, help: str | None = None,
@@ -374,5 +403,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _ways_out(error: OutOfMemory) -> str:
     chunk = "" if error.stage == "training" else " with --decode-chunk-size 2"
-    return (f"Ways out: fewer frames (--frames), a lower resolution (e.g. --size {error.smaller_size()}), "
+    fewer = "fewer frames (--frames), " if error.window == error.frames else ""
+    return (f"Ways out: {fewer}a lower resolution (e.g. --size {error.smaller_size()}), "
             f"--low-memory{chunk}, or close other programs using the GPU.")

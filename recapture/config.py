@@ -101,8 +101,9 @@ class ClipConfig:
     """Which source frames to take and at what size (``recapture.video``)."""
 
     start_frame: int = setting(0, "First source frame to take (0 = the first frame).", min=0, max=1_000_000)
-    frame_count: int = setting(14, "How many frames to take. SVD is trained on 14 (svd) or 25 (svd_xt).", min=1,
-                               max=10_000)
+    frame_count: int = setting(14, "How many frames to take; 0 = all, to the end of the clip. Clips longer than "
+                               "SVD's window (14 for svd, 25 for svd_xt) are trained and sampled in overlapping "
+                               "windows.", min=0, max=10_000)
     every_nth: int = setting(1, "Take every n-th frame (2 halves the frame rate and doubles the time covered).",
                              min=1, max=1000)
     width: int = setting(1024, "Output width in pixels, a multiple of 64 as SVD needs.", min=64, max=4096, step=64)
@@ -301,6 +302,7 @@ class TrainConfig(Conditioning, Windows):
                                     "frames (the paper's augmentation), so it learns the scene's look and not the "
                                     "source camera's framing.")
     augmented_copies: int = 4  # reframed copies of each source frame, encoded once
+    spatial_pool: int = 64  # source frames the spatial LoRA learns from, spread evenly over a longer clip
     conditioning_noise_draws: int = 16  # noise augmentations of the image prompt, encoded once, one picked per step
     memory: str | MemoryPlan = setting(
         DEFAULT_MEMORY, "For GPUs with 8-12 GB (the low memory plan): recomputes every block in the backward pass (the feed-forwards in "

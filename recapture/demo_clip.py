@@ -23,6 +23,7 @@ VIDEO_NAME = "recapture_sample.mp4"
 DEPTH_FOLDER = "recapture_sample_depth"
 FPS = 8.0
 FOV_DEG = 60.0
+SAMPLE_FRAMES = 60  # the shipped workflows' sample: the 14-frame ones take its first 14, the long-clip one all
 
 
 def inverse_depth_16bit(depth: torch.Tensor) -> tuple[np.ndarray, float, float]:
@@ -32,8 +33,9 @@ def inverse_depth_16bit(depth: torch.Tensor) -> tuple[np.ndarray, float, float]:
     return (disparity.clamp(0, 1) * 65535.0 + 0.5).to(torch.int32).numpy().astype(np.uint16), near, far
 
 
-def write_demo_clip(out: Path, num_frames: int = 14, width: int = 1024, height: int = 576) -> list[Path]:
-    """Writes the sample video, its depth frames and ``recapture_sample.json`` (near, far, fov) into ``out``."""
+def write_demo_clip(out: Path, num_frames: int = SAMPLE_FRAMES, width: int = 1024, height: int = 576) -> list[Path]:
+    """Writes the sample video, its depth frames and ``recapture_sample.json`` (near, far, fov) into ``out``.
+    The scene's motion spans the clip whatever ``num_frames`` (so near and far do not depend on it)."""
     clip = source_clip(num_frames, height, width, fov_deg=FOV_DEG)
     frames, depth = clip.frames, clip.depth
     out.mkdir(parents=True, exist_ok=True)

@@ -15,12 +15,18 @@ class OutOfMemory(RuntimeError):
     Attributes:
         stage: "training", "sampling" or "refining".
         frames, height, width: the clip that did not fit.
+        window: the frames SVD saw at once (a long clip goes in windows); fewer frames than that would
+            help, a shorter clip would not.
     """
 
-    def __init__(self, stage: str, frames: int, height: int, width: int, advice: str = ""):
+    def __init__(self, stage: str, frames: int, height: int, width: int, advice: str = "",
+                 window: int | None = None):
         self.stage, self.frames, self.height, self.width, self.advice = stage, frames, height, width, advice
+        self.window = min(frames, window or frames)
         verb = "training on" if stage == "training" else stage
         message = f"out of GPU memory while {verb} {frames} frames at {width}x{height}"
+        if self.window < frames:
+            message += f" ({self.window} at a time: a shorter clip would not need less)"
         super().__init__(f"{message}. {advice}" if advice else message)
 
     def smaller_size(self) -> str:
@@ -29,7 +35,7 @@ class OutOfMemory(RuntimeError):
 
     def with_advice(self, advice: str) -> OutOfMemory:
         """The same error with ``advice`` (the ways out, worded for the user's front end) appended."""
-        error = OutOfMemory(self.stage, self.frames, self.height, self.width, advice)
+        error = OutOfMemory(self.stage, self.frames, self.height, self.width, advice, self.window)
         error.__cause__ = self.__cause__
         return error
 
@@ -40,14 +46,14 @@ def _is_out_of_memory(error: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def out_of_memory_as(stage: str, frames: int, height: int, width: int) -> Iterator[None]:
+def out_of_memory_as(stage: str, frames: int, height: int, width: int, window: int | None = None) -> Iterator[None]:
     """Re-raises CUDA / MPS out-of-memory errors inside the block as ``OutOfMemory(stage, ...)``."""
     try:
         yield
     except BaseException as error:
         if isinstance(error, OutOfMemory) or not _is_out_of_memory(error):
             raise
-        raise OutOfMemory(stage, frames, height, width) from error
+        raise OutOfMemory(stage, frames, height, width, window=window) from error
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:

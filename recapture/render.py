@@ -199,8 +199,8 @@ def _in_order(fn: Callable, items: Iterable, workers: int) -> Iterator:
 
 def render_anchor(cloud: PointCloud, path: CameraPath, *, dilate_holes: int = RenderConfig.dilate_holes,
                   depth_tolerance: float = RenderConfig.depth_tolerance,
-                  chunk_frames: int | None = None, on_frame: Callable[[int], None] | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  chunk_frames: int | None = None, on_frame: Callable[[int], None] | None = None,
+                  device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Renders each frame's point cloud from its new camera.
 
     Args:
@@ -211,6 +211,8 @@ def render_anchor(cloud: PointCloud, path: CameraPath, *, dilate_holes: int = Re
         chunk_frames: frames rendered together (bounds memory); by default 1 on the CPU, where one
             frame's arrays stay in cache (docs/benchmarks.md), and 8 on accelerators.
         on_frame: called with the number of frames finished after each chunk (progress and cancel).
+        device: where to render (default: the cloud's). Only a chunk at a time is moved there and its
+            result comes back, so the device's memory does not grow with the clip's length.
 
     Returns:
         anchor ``(N, H, W, 3)`` in 0..1 (0 in holes) and validity mask ``(N, H, W)`` (1 = a point
@@ -221,15 +223,21 @@ def render_anchor(cloud: PointCloud, path: CameraPath, *, dilate_holes: int = Re
                          f"{cloud.num_frames}: use a path with one camera per frame")
     if not torch.isfinite(cloud.colors.sum()):  # one reduction: NaN and inf survive a sum
         raise ValueError("the point cloud's colours have NaN or infinite values: make it from frames in 0..1")
-    device = cloud.depth.device
+    home = cloud.depth.device
+    device = torch.device(device) if device is not None else home
     chunk_frames = chunk_frames or (1 if device.type == "cpu" else 8)
     poses, fov = path.poses.to(device, torch.float32), path.fov_deg.to(device, torch.float32)
 
     def render(start: int) -> tuple[torch.Tensor, torch.Tensor]:
         part = slice(start, start + chunk_frames)
         with torch.no_grad():  # grad mode is per thread: a worker would not inherit the caller's
-            return _render_chunk(cloud.colors[part].float(), cloud.depth[part].float(),
-                                 cloud.intrinsics[part].float(), poses[part], fov[part], depth_tolerance)
+            anchor, mask = _render_chunk(cloud.colors[part].to(device).float(), cloud.depth[part].to(device).float(),
+                                         cloud.intrinsics[part].to(device).float(), poses[part], fov[part],
+                                         depth_tolerance)
+            if dilate_holes > 0:
+                mask = grow_holes(mask, dilate_holes)
+                anchor = anchor * mask[..., None]
+            return anchor.to(home), mask.to(home)
 
     # On the CPU two chunks are rendered at once: the scatters run on one core, so a second chunk keeps
     # another busy. Accelerators queue the work of one thread and need no help.
@@ -241,11 +249,7 @@ def render_anchor(cloud: PointCloud, path: CameraPath, *, dilate_holes: int = Re
             masks.append(mask)
             if on_frame is not None:
                 on_frame(anchor.shape[0])
-    anchor, mask = torch.cat(anchors), torch.cat(masks)
-    if dilate_holes > 0:
-        mask = grow_holes(mask, dilate_holes)
-        anchor = anchor * mask[..., None]
-    return anchor, mask
+    return torch.cat(anchors), torch.cat(masks)
 
 
 def mask_overlay(anchor: torch.Tensor, mask: torch.Tensor, color: tuple[float, float, float] = (1.0, 0.15, 0.55),

@@ -20,8 +20,10 @@ from .config import SampleConfig, check_setting, check_settings, memory_plan
 from .lora import merged_lora
 from .memory import offloaded, out_of_memory_as
 from .svd_conditioning import decode_latents, edm_denoise, encode_conditioning, encode_latents, image_prompt
-from .windows import fuse, window_starts
 from .types import SVDModels, TrainedLoRA
+from .windows import fuse, window_starts
+
+OnWindow = Callable[[int, int], None]  # (step, window) after each window's denoiser call
 
 
 def karras_sigmas(models: SVDModels, steps: int) -> torch.Tensor:
@@ -34,13 +36,15 @@ def karras_sigmas(models: SVDModels, steps: int) -> torch.Tensor:
 
 @torch.no_grad()
 def denoise(models: SVDModels, latents: torch.Tensor, sigmas: torch.Tensor, embeddings: torch.Tensor,
-            conditions: torch.Tensor, config: SampleConfig, on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+            conditions: torch.Tensor, config: SampleConfig, on_step: OnWindow | None = None) -> torch.Tensor:
     """Euler steps from ``sigmas[0]`` to ``sigmas[-1]`` on ``(1, F, 4, h, w)`` latents with per-frame CFG,
     a window of frames at a time (``recapture.windows``), the windows fused at every step.
 
     Args:
         embeddings, conditions: each window's image prompt, ``(K, 1, D)`` and ``(K, 4, h, w)``
             (``encode_conditioning`` per window of ``window_starts``).
+        on_step: called with ``(step, window)`` after each window's denoiser call (``window_count`` per
+            step), so progress and Cancel never wait for a whole step of a long clip.
     """
     plan = memory_plan(config.memory)
     unet = models.unet
@@ -55,14 +59,20 @@ def denoise(models: SVDModels, latents: torch.Tensor, sigmas: torch.Tensor, embe
     with feed_forwards_in_slices(unet, slices) if slices else contextlib.nullcontext():
         for i in range(len(sigmas) - 1):
             sigma, following = sigmas[i].to(device), sigmas[i + 1].to(device)
-            parts = [_guided(unet, x[:, start : start + window], sigma, embeddings[k : k + 1].to(device),
-                             conditions[k : k + 1].to(device), time_ids, guidance, plan.guidance_in_turn)
-                     for k, start in enumerate(starts)]
+            parts = []
+            for k, start in enumerate(starts):
+                parts.append(_guided(unet, x[:, start : start + window], sigma, embeddings[k : k + 1].to(device),
+                                     conditions[k : k + 1].to(device), time_ids, guidance, plan.guidance_in_turn))
+                if on_step is not None:
+                    on_step(i, k)
             denoised = fuse(parts, starts, frames, config.window_overlap)
             x = x + (x - denoised) / sigma * (following - sigma)
-            if on_step is not None:
-                on_step(i)
     return x
+
+
+def window_count(models: SVDModels, num_frames: int, config: SampleConfig) -> int:
+    """How many windows each denoising step of a ``num_frames`` clip runs (``window_starts``)."""
+    return len(window_starts(num_frames, models.num_frames, config.window_overlap))
 
 
 def _guided(unet, x: torch.Tensor, sigma: torch.Tensor, embedding: torch.Tensor, condition: torch.Tensor,
@@ -115,10 +125,10 @@ def with_lora(models: SVDModels, lora: TrainedLoRA | None, temporal: float, spat
 
 
 def sample_video(models: SVDModels, lora: TrainedLoRA | None, prompt: torch.Tensor, num_frames: int,
-                 config: SampleConfig | None = None, on_step: Callable[[int], None] | None = None,
+                 config: SampleConfig | None = None, on_step: OnWindow | None = None,
                  mask: torch.Tensor | None = None) -> torch.Tensor:
     """Samples ``num_frames`` frames at the prompt's size with both LoRAs active, a window of SVD's
-    length at a time when the clip is longer (``recapture.windows``).
+    length at a time when the clip is longer (``recapture.windows``); ``on_step`` as ``denoise``.
 
     Args:
         prompt: the image prompt in 0..1: ``(H, W, 3)`` for every window, or ``(num_frames, H, W, 3)``
@@ -147,7 +157,7 @@ def sample_video(models: SVDModels, lora: TrainedLoRA | None, prompt: torch.Tens
     def work():
         return _denoise_then_decode(models, noise * sigmas[0], sigmas, embedding, condition, config, on_step)
 
-    with out_of_memory_as("sampling", num_frames, h, w):
+    with out_of_memory_as("sampling", num_frames, h, w, models.num_frames):
         return with_lora(models, lora, config.temporal_strength, config.spatial_strength, work)
 
 
@@ -178,12 +188,12 @@ def refine_steps(models: SVDModels, config: SampleConfig) -> int:
 
 
 def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, config: SampleConfig | None = None,
-           on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+           on_step: OnWindow | None = None) -> torch.Tensor:
     """SDEdit refinement with the spatial LoRA only: noise the frames to the level of
     ``config.refine_strength`` (``sdedit_sigma``) and denoise over ``refine_sigmas``.
 
     Strength 0 returns the frames after a VAE round trip; 1 starts from pure noise. Each window's image
-    prompt is its first frame.
+    prompt is its first frame; ``on_step`` as ``denoise``.
     """
     config = config or SampleConfig()
     if not torch.isfinite(frames).all():
@@ -192,7 +202,7 @@ def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, co
     sigmas = refine_sigmas(models, config)
     generator = torch.Generator("cpu").manual_seed(config.seed)
     with offloaded(models.unet) if memory_plan(config.memory).park_unet else contextlib.nullcontext():
-        x0 = encode_latents(models, frames, config.decode_chunk_size)[None]
+        x0 = encode_latents(models, frames, config.decode_chunk_size).cpu()[None]  # with the noise, on the host
     embedding, condition = window_prompts(models, frames, len(frames), config, generator)
     noise = torch.randn(x0.shape, generator=generator)
 
@@ -201,5 +211,5 @@ def sdedit(models: SVDModels, lora: TrainedLoRA | None, frames: torch.Tensor, co
             return decode_latents(models, x0, config.decode_chunk_size)
         return _denoise_then_decode(models, x0 + sigmas[0] * noise, sigmas, embedding, condition, config, on_step)
 
-    with out_of_memory_as("refining", len(frames), frames.shape[1], frames.shape[2]):
+    with out_of_memory_as("refining", len(frames), frames.shape[1], frames.shape[2], models.num_frames):
         return with_lora(models, lora, 0.0, config.spatial_strength, work)

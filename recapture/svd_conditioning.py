@@ -35,8 +35,8 @@ def encode_latents(models: SVDModels, frames: torch.Tensor, chunk: int = VAE_CHU
     """VAE latents ``(N, 4, H/8, W/8)`` scaled by the VAE's scaling factor (the diffusion space),
     encoding ``chunk`` frames at a time."""
     vae = models.vae
-    x = to_model_range(frames, vae.device, vae.dtype)
-    latents = torch.cat([vae.encode(x[i : i + chunk]).latent_dist.mode() for i in range(0, len(x), chunk)])
+    latents = torch.cat([vae.encode(to_model_range(frames[i : i + chunk], vae.device, vae.dtype)).latent_dist.mode()
+                         for i in range(0, len(frames), chunk)])  # a chunk of pixels on the device at a time
     return latents.float() * vae.config.scaling_factor
 
 
@@ -46,9 +46,9 @@ def decode_latents(models: SVDModels, latents: torch.Tensor, chunk: int = VAE_CH
     frames at a time (SVD's decoder mixes the frames of a chunk)."""
     vae = models.vae
     x = rearrange(latents, "1 f c h w -> f c h w") / vae.config.scaling_factor
-    frames = [vae.decode(x[i : i + chunk].to(vae.device, vae.dtype), num_frames=len(x[i : i + chunk])).sample
-              for i in range(0, len(x), chunk)]
-    return rearrange((torch.cat(frames).float() + 1.0) / 2.0, "f c h w -> f h w c").clamp(0, 1).cpu()
+    frames = [((vae.decode(x[i : i + chunk].to(vae.device, vae.dtype), num_frames=len(x[i : i + chunk])).sample
+                .float() + 1.0) / 2.0).clamp(0, 1).cpu() for i in range(0, len(x), chunk)]  # pixels go to the host
+    return rearrange(torch.cat(frames), "f c h w -> f h w c")
 
 
 def clip_input(images: torch.Tensor, feature_extractor) -> torch.Tensor:

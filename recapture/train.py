@@ -80,6 +80,17 @@ def reframed(frames: torch.Tensor, generator: torch.Generator, min_scale: float 
     return rearrange(crops, "n c h w -> n h w c").clamp(0, 1)
 
 
+def spread(count: int, most: int) -> torch.Tensor:
+    """Indices of at most ``most`` of ``count`` items, evenly spread from the first to the last.
+
+    >>> spread(5, 8).tolist(), spread(9, 3).tolist()
+    ([0, 1, 2, 3, 4], [0, 4, 8])
+    """
+    if count <= most:
+        return torch.arange(count)
+    return torch.linspace(0, count - 1, most).round().long()
+
+
 def _drop_conditioning(embedding, latents, probability: float, generator: torch.Generator):
     """Zeroes the image prompt with the given probability (the unconditional branch of CFG)."""
     keep = (torch.rand(embedding.shape[0], generator=generator, device=generator.device) >= probability).float()
@@ -93,7 +104,7 @@ def train_recapture_lora(models: SVDModels, anchor: torch.Tensor, mask: torch.Te
     """Fine-tunes the two LoRAs (see ``_train``); running out of device memory raises ``OutOfMemory``
     after the model has been cleaned up."""
     frames, height, width = anchor.shape[:3]
-    with out_of_memory_as("training", frames, height, width):
+    with out_of_memory_as("training", frames, height, width, models.num_frames):
         return _train(models, anchor, mask, source, config or TrainConfig(), on_step)
 
 
@@ -120,13 +131,15 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
 
     # 1. Encode everything once; the VAE and CLIP are not needed after this. Holes are made black
     #    first: whatever the anchor holds there must not reach valid latents through the VAE.
+    #    What grows with the clip's length stays in host memory; a window of it moves at each step.
     anchor = anchor * mask[..., None]
-    anchor_latents = rearrange(encode_latents(models, anchor, plan.encode_chunk), "f c h w -> 1 f c h w")
-    # the source frames as separate one-frame clips; augmented: several reframed copies of each
-    spatial = (torch.cat([reframed(source, generator) for _ in range(config.augmented_copies)])
-               if config.spatial_augment else source)
-    source_latents = rearrange(encode_latents(models, spatial, plan.encode_chunk), "n c h w -> n 1 c h w")
-    valid = latent_mask(mask, config.mask_erosion)[None].to(device)  # (1, F, 1, h, w)
+    anchor_latents = rearrange(encode_latents(models, anchor, plan.encode_chunk).cpu(), "f c h w -> 1 f c h w")
+    # the source frames as separate one-frame clips (at most spatial_pool of a long clip, spread over it);
+    # augmented: several reframed copies of each (in host memory, at most spatial_pool x augmented_copies)
+    pool = source[spread(len(source), config.spatial_pool)]
+    copies = [reframed(pool, generator) for _ in range(config.augmented_copies)] if config.spatial_augment else [pool]
+    source_latents = rearrange(encode_latents(models, torch.cat(copies), plan.encode_chunk), "n c h w -> n 1 c h w")
+    valid = latent_mask(mask, config.mask_erosion)[None]  # (1, F, 1, h, w)
     # the image prompts, each with a set of noise augmentation draws to pick from at every step
     #    A clip longer than SVD's window trains on one of the sampler's windows per step, each with its
     #    own prompt (recapture.windows).
@@ -137,7 +150,7 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
                                                                           len(anchor) - 1)),
                                    config.noise_aug_strength, generator, draws, plan.encode_chunk) for start in starts]
     anchor_embeddings = torch.cat([embedding for embedding, _ in prompts])  # (windows, 1, D)
-    anchor_conditions = torch.stack([conditions for _, conditions in prompts])  # (windows, draws, 4, h, w)
+    anchor_conditions = torch.stack([conditions.cpu() for _, conditions in prompts])  # (windows, draws, 4, h, w)
     source_embedding, source_conditions = encode_conditioning(
         models, image_prompt(source, None, config.conditioning_frame), config.noise_aug_strength, generator, draws,
         plan.encode_chunk)
@@ -161,12 +174,12 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
                 _trainable(temporal_params, spatial_params)
                 k = int(_draw(1, len(starts), generator)) if len(starts) > 1 else 0
                 x0 = anchor_latents[:, starts[k] : starts[k] + window].to(device)
-                condition = anchor_conditions[k][_draw(1, draws, generator)][:, None].expand_as(x0)
+                condition = anchor_conditions[k][_draw(1, draws, generator)][:, None].to(device).expand_as(x0)
                 embedding, condition = _drop_conditioning(anchor_embeddings[k : k + 1], condition,
                                                           config.conditioning_dropout, generator)
                 noise = torch.randn(x0.shape, generator=generator).to(device)
                 temporal_loss = edm_loss(unet, x0, _sigmas(1, config, generator, device), noise, condition, embedding,
-                                         time_ids, valid[:, starts[k] : starts[k] + window])
+                                         time_ids, valid[:, starts[k] : starts[k] + window].to(device))
                 scaler.scale(temporal_loss).backward()
 
                 # 3b. Spatial LoRA on source frames as separate images: temporal layers and LoRA off.

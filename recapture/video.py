@@ -28,9 +28,13 @@ class VideoError(ValueError):
     """A clip that cannot be read as asked; the message names the problem and the fix."""
 
 
+ALL_FRAMES = 0  # a frame count meaning "every frame to the end of the clip"
+
+
 @dataclass(frozen=True)
 class ClipSelection:
-    """Which source frames to take: ``start``, ``start + step``, ... (``count`` of them)."""
+    """Which source frames to take: ``start``, ``start + step``, ... (``count`` of them; ``ALL_FRAMES``:
+    to the end of the clip, at most ClipConfig's largest frame count)."""
 
     start: int = ClipConfig.start_frame
     count: int = ClipConfig.frame_count
@@ -42,11 +46,27 @@ class ClipSelection:
             check_setting(ClipConfig, name, value, error=VideoError)
 
     @property
-    def last(self) -> int:
-        return self.start + (self.count - 1) * self.step
+    def last(self) -> int | None:
+        """Index of the last frame taken; None for ``ALL_FRAMES`` (not known before the clip's end)."""
+        return None if self.count == ALL_FRAMES else self.start + (self.count - 1) * self.step
 
     def wanted(self, index: int) -> bool:
-        return index >= self.start and index <= self.last and (index - self.start) % self.step == 0
+        return (index >= self.start and (self.last is None or index <= self.last)
+                and (index - self.start) % self.step == 0)
+
+    def within(self, name: str, available: int) -> ClipSelection:
+        """This selection with a definite count for a clip ``name`` of ``available`` frames; raises
+        ``VideoError`` when the clip is too short or "all" would take more than the largest frame count."""
+        count = self.count if self.count != ALL_FRAMES else len(range(self.start, available, self.step))
+        if count == 0 or self.start + (count - 1) * self.step >= available:
+            raise VideoError(_too_short_message(name, available, self))
+        if count > MAX_FRAMES:
+            raise VideoError(f"{name} has {count} frames from frame {self.start} (every {self.step}): more than "
+                             f"{MAX_FRAMES} at once; give a frame count, a later start or a larger every-n-th")
+        return ClipSelection(self.start, count, self.step)
+
+
+MAX_FRAMES = int(setting_of(ClipConfig, "frame_count").max)
 
 
 def _natural_key(name: str) -> list:
@@ -127,8 +147,7 @@ def read_frame_folder(folder: str | os.PathLike, selection: ClipSelection, *, si
         max_pixels: the largest frame read (``max_frame_pixels``).
     """
     files = list_frame_files(folder)
-    if selection.last >= len(files):
-        raise VideoError(_too_short_message(str(folder), len(files), selection))
+    selection = selection.within(str(folder), len(files))
     chosen = files[selection.start : selection.last + 1 : selection.step]
     frames, first_shape = [], None
     for path in chosen:
@@ -147,6 +166,8 @@ def _fitted(frame: torch.Tensor, size: tuple[int, int] | None, mode: str) -> tor
 
 
 def _too_short_message(name: str, available: int, selection: ClipSelection) -> str:
+    if selection.last is None:
+        return f"{name} has {available} frames, so start frame {selection.start} is past its end: lower the start"
     return (
         f"{name} has {available} frames, but start {selection.start}, frame count {selection.count} "
         f"and every {selection.step} frame(s) need frame {selection.last}: lower the frame count, the "
@@ -223,20 +244,20 @@ def read_video(
             if on_frame is not None:
                 on_frame()
             if selection.wanted(index):
+                if len(frames) == MAX_FRAMES:  # only "all frames" gets here: refused before memory fills
+                    selection.within(name, index + 1)
                 check_frame_size(name, frame.width, frame.height, max_pixels)  # a stream may change size
                 data = torch.from_numpy(frame.to_ndarray(format="rgb24")).float().div_(255.0)
                 frames.append(_fitted(data, size, mode))
-            if index >= selection.last:
+            if selection.last is not None and index >= selection.last:
                 break
-        if index < selection.last:
-            raise VideoError(_too_short_message(str(path), index + 1, selection))
+        selection.within(name, index + 1)  # too short
     return torch.stack(frames), float(rate)
 
 
 def select_frames(frames: torch.Tensor, selection: ClipSelection) -> torch.Tensor:
     """The selected frames of an in-memory clip ``(N, H, W, C)``."""
-    if selection.last >= frames.shape[0]:
-        raise VideoError(_too_short_message("the video", int(frames.shape[0]), selection))
+    selection = selection.within("the video", int(frames.shape[0]))
     return frames[selection.start : selection.last + 1 : selection.step]
 
 
@@ -252,6 +273,20 @@ def read_clip(path: str | os.PathLike | BinaryIO, selection: ClipSelection, on_f
     if not hasattr(path, "read") and os.path.isdir(path):
         return read_frame_folder(path, selection, size=size, mode=mode, check_file=check_file, max_pixels=max_pixels)
     return read_video(path, selection, on_frame, size=size, mode=mode, max_pixels=max_pixels)
+
+
+def clip_length(source: str | os.PathLike | BinaryIO) -> int | None:
+    """How many frames a clip has: a folder's frame files, or what a video file declares (None when it
+    declares nothing; nothing is decoded). A file object is left where it was."""
+    if not hasattr(source, "read") and os.path.isdir(source):
+        return len(list_frame_files(source))
+    position = source.tell() if hasattr(source, "read") else None
+    try:
+        with _open(source) as container:
+            return container.streams.video[0].frames or None
+    finally:
+        if position is not None:
+            source.seek(position)
 
 
 def check_clip_size(width: int, height: int) -> None:

@@ -129,6 +129,43 @@ FULL = {
 }
 
 
+def _changed(nodes: list[dict], widgets: dict[int, dict]) -> list[dict]:
+    """``nodes`` with some nodes' widget values changed (by node id)."""
+    return [node | {"widgets": node.get("widgets", {}) | widgets[node["id"]]} if node["id"] in widgets else node
+            for node in nodes]
+
+
+LONG_CLIP = {
+    "file": "ReCapture - long clip with steady depth.json",
+    "overview": "long_clip_workflow.png",
+    "nodes": _changed(FULL["nodes"], {
+        1: {"frame_count": 0}, 2: {"frame_count": 0}, 3: {"align_depth": True},
+        13: {"window_overlap": 4}, 14: {"window_overlap": 4}, 15: {"window_overlap": 4}}),
+    "links": FULL["links"],
+    "groups": [{"title": "1. The whole clip and its depth", "nodes": [1, 2]},
+               {"title": "2. Point cloud from steady depth", "nodes": [3, 11]}] + FULL["groups"][2:4] + [
+        {"title": "5. Fine-tune SVD, a window at a time", "nodes": [12, 13]},
+        {"title": "6. Sample, refine: windows blended at every step", "nodes": [14, 15]},
+        FULL["groups"][6]],
+    "notes": [
+        {"col": 2, "size": [400, 430], "text": (
+            "ReCapture on a whole clip, longer than SVD's window.\n\n"
+            "frame_count 0 in both loaders takes every frame. align_depth in Depth To Point Cloud removes the "
+            "scale and shift that per-frame depth models (Depth Anything...) let drift, so the anchor does not "
+            "breathe; exact or metric depth needs none.\n"
+            "5: each training step learns one window of the anchor (25 frames for svd_xt, 14 for svd); the "
+            "spatial LoRA sees frames from the whole clip.\n"
+            "6: every denoising step runs each window and blends them over window_overlap frames, so there "
+            "are no seams. Memory does not grow with the clip; time grows with the windows: 60 frames are 3 "
+            "windows of 25 with overlap 4, each sampling step costs 3 times a 25-frame clip's.\n\n"
+            "The bundled 60-frame sample goes into ComfyUI's input folder with ComfyUI's Python, in "
+            "ComfyUI/custom_nodes/ComfyUI-ReCapture:\n"
+            "python -m recapture demo-sample --out ../../input\n\n"
+            "Needs models/checkpoints/" + SVD_FILE + ". GPU with 12 GB or less: low_memory on in 5 and 6.")},
+    ],
+}
+
+
 def build(server: ComfyServer, spec: dict, values: dict, out: Path) -> None:
     """Builds ``spec`` twice: first to measure each node as a run leaves it (its previews, players and
     progress text) in the classic canvas and in the Vue node renderer, then laid out with that room."""
@@ -430,7 +467,7 @@ def main() -> None:
         # the full workflow's model combo lists files by name: a placeholder of that name will do
         save_file({"placeholder": torch.zeros(1)}, str(Path(tmp) / "models" / "checkpoints" / SVD_FILE))
         with server:
-            for spec in (ANCHOR_ONLY, FULL):
+            for spec in (ANCHOR_ONLY, FULL, LONG_CLIP):
                 build(server, spec, values, REPO / "workflows" / spec["file"])
 
 

@@ -127,7 +127,7 @@ def test_two_trajectory_nodes_each_draw_their_own_path(canvas, artifacts):
 def test_running_the_anchor_workflow_shows_the_point_cloud_and_the_anchor_preview(canvas, comfy, artifacts):
     from recapture.demo_clip import write_demo_clip
 
-    write_demo_clip(comfy.base / "input")
+    write_demo_clip(comfy.base / "input", num_frames=14)
     workflow = json.loads((REPO / "workflows" / "ReCapture - anchor video and mask.json").read_text())
     canvas.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
     trajectory = canvas.evaluate("() => window.app.graph._nodes.find(n => n.type === '%s').id" % NODE)

@@ -51,7 +51,7 @@ def test_shipped_workflow_loads_and_matches_our_api_conversion(canvas, comfy, ar
     import torch
     from safetensors.torch import save_file
 
-    write_demo_clip(comfy.base / "input")  # the combo values the workflows name
+    write_demo_clip(comfy.base / "input", num_frames=14)  # the combo values the workflows name
     svd = comfy.base / "models" / "checkpoints" / "svd_xt.safetensors"
     if not svd.exists():
         save_file({"placeholder": torch.zeros(1)}, str(svd))

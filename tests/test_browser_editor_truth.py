@@ -247,7 +247,7 @@ def open_help(page, node_type: str) -> str:
 def test_help_pages_and_workflow_switches_leave_no_console_noise_from_the_pack(canvas, comfy, artifacts):
     from recapture.demo_clip import write_demo_clip
 
-    write_demo_clip(comfy.base / "input")
+    write_demo_clip(comfy.base / "input", num_frames=14)
     responses: list[tuple[int, str]] = []
     canvas.on("response", lambda r: responses.append((r.status, r.url)))
     anchor = json.loads((REPO / "workflows" / "ReCapture - anchor video and mask.json").read_text())

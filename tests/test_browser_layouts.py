@@ -127,7 +127,7 @@ def prepare_inputs(comfy) -> None:
 
     from recapture.demo_clip import write_demo_clip
 
-    write_demo_clip(comfy.base / "input")
+    write_demo_clip(comfy.base / "input", num_frames=14)
     svd = comfy.base / "models" / "checkpoints" / "svd_xt.safetensors"
     if not svd.exists():
         save_file({"placeholder": torch.zeros(1)}, str(svd))

@@ -62,7 +62,7 @@ def wait_mode(page, node_id: int, mode: str, timeout: int = 20_000) -> None:
 def sample(comfy):
     from recapture.demo_clip import write_demo_clip
 
-    return write_demo_clip(comfy.base / "input")
+    return write_demo_clip(comfy.base / "input", num_frames=14)
 
 
 def add_load_video(page, **values) -> int:

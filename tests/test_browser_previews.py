@@ -184,7 +184,7 @@ def test_anchor_previews_survive_reload_new_tab_cached_runs_and_vue_nodes(empty_
                                                                           artifacts):
     from recapture.demo_clip import write_demo_clip
 
-    write_demo_clip(comfy.base / "input")
+    write_demo_clip(comfy.base / "input", num_frames=14)
     workflow = json.loads((REPO / "workflows" / "ReCapture - anchor video and mask.json").read_text())
     canvas.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
     ids = node_ids(canvas)

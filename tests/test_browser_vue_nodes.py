@@ -28,7 +28,7 @@ def test_editor_and_player_work_under_vue_nodes(vue_canvas, comfy, artifacts):
     from recapture.demo_clip import write_demo_clip
 
     page = vue_canvas
-    write_demo_clip(comfy.base / "input")
+    write_demo_clip(comfy.base / "input", num_frames=14)
     workflow = json.loads((REPO / "workflows" / "ReCapture - anchor video and mask.json").read_text())
     page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
     ids = page.evaluate("""() => Object.fromEntries(window.app.graph._nodes

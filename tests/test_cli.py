@@ -76,6 +76,19 @@ def test_depth_npy_of_the_whole_video_gives_the_selected_frames(sample, tmp_path
         "least 4" in result.stderr
 
 
+def test_frames_all_or_left_out_takes_the_whole_clip(sample, tmp_path):
+    """--frames all, or no --frames, takes every selected frame to the end, from the video and its depth."""
+    base = ["anchor", "--video", str(sample / "recapture_sample.mp4"), "--depth", str(sample / "recapture_sample_depth"),
+            "--depth-kind", "inverse", "--camera", "static"]
+    for extra, frames in ((["--frames", "all"], 4), ([], 4), (["--start", "1", "--every", "2"], 2)):
+        out = tmp_path / str(len(extra))
+        result = run_cli(*base, *extra, "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        assert np.load(out / "anchor.npz")["anchor"].shape == (frames, 64, 128, 3), extra
+    result = run_cli(*base, "--frames", "none", "--out", str(tmp_path / "no"))
+    assert result.returncode == 2 and "argument --frames: 'none' is not an integer" in result.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--video", "missing.mp4", "--depth", "d.npy", "--depth-kind", "metric", "--camera", "static"], "does not exist"),
     (["--video", "@sample", "--depth", "@bad_npy", "--depth-kind", "metric", "--camera", "static"],
@@ -188,3 +201,28 @@ def test_out_of_memory_is_advice_on_stderr(sample, tiny_svd, tmp_path, monkeypat
     assert "error: out of GPU memory while sampling 4 frames at 64x64. Ways out: " in err
     assert "--low-memory with --decode-chunk-size 2" in err
     assert not (tmp_path / "sampled" / "recaptured.mp4").exists()
+    # a clip longer than the model's window: fewer frames would not help, and the message says so
+    np.savez(tmp_path / "long.npz", anchor=np.full((9, 64, 64, 3), 0.5, np.float32), mask=np.ones((9, 64, 64), np.float32))
+    code = main(["sample", "--anchor", str(tmp_path / "long.npz"), "--svd", str(tiny_svd), "--lora-temporal",
+                 str(tmp_path / "pair" / "recapture_temporal.safetensors"), "--lora-spatial",
+                 str(tmp_path / "pair" / "recapture_spatial.safetensors"), "--out", str(tmp_path / "long")])
+    err = capsys.readouterr().err
+    assert code == 2 and ("error: out of GPU memory while sampling 9 frames at 64x64 (4 at a time: a shorter clip "
+                          "would not need less). Ways out: a lower resolution (e.g. --size 64x64), --low-memory") in err
+
+
+def test_run_on_a_60_frame_clip_in_windows(tiny_svd, tmp_path):
+    """`run` on a 60-frame clip with the tiny model (a 4-frame window): the whole clip goes through aligned
+    depth, the anchor, training and sampling/refining in 20 overlapping windows, and comes out 60 frames long."""
+    write_demo_clip(tmp_path / "clip", num_frames=60, width=64, height=64)
+    out = tmp_path / "out"
+    result = run_cli("run", "--video", str(tmp_path / "clip" / "recapture_sample.mp4"), "--depth",
+                     str(tmp_path / "clip" / "recapture_sample_depth"), "--depth-kind", "inverse", "--near", "2.4",
+                     "--far", "6", "--align-depth", "--camera", "orbit_left", "--amount", "10", "--svd", str(tiny_svd),
+                     "--steps", "2", "--rank", "4", "--sample-steps", "2", "--refine", "0.5", "--window-overlap", "1",
+                     "--decode-chunk-size", "8", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert np.load(out / "anchor.npz")["anchor"].shape == (60, 64, 64, 3)
+    assert frame_count(out / "recaptured.mp4") == (60, 64, 64)
+    assert "sample (20 windows a step)" in result.stderr and "refine (20 windows a step)" in result.stderr
+    assert "40/40" in result.stderr  # sampling: 2 steps of 20 windows, a window at a time

@@ -113,7 +113,7 @@ def test_route_refuses_bad_values_with_a_json_message(comfy, path_files, body, w
 
 @pytest.fixture(scope="module")
 def sample(comfy):
-    files = write_demo_clip(comfy.base / "input")
+    files = write_demo_clip(comfy.base / "input", num_frames=14)
     return json.loads(files[-1].read_text())
 
 

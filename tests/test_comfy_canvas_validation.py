@@ -37,7 +37,7 @@ PIPELINE = {  # node -> its folder in the node library, numbered in pipeline ord
 @pytest.fixture(scope="module")
 def sample(comfy):
     """The bundled sample clip and its depth frames in the input folder (the names the workflows use)."""
-    return write_demo_clip(comfy.base / "input")
+    return write_demo_clip(comfy.base / "input", num_frames=14)
 
 
 def post(comfy, prompt: dict) -> requests.Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -181,7 +182,7 @@ def server(tmp_path_factory, artifacts, guard):
     base = tmp_path_factory.mktemp("robust-base")
     (base / "custom_nodes" / "recapture_test_nodes").mkdir(parents=True)
     (base / "custom_nodes" / "recapture_test_nodes" / "__init__.py").write_text(TEST_NODES)
-    write_demo_clip(base / "input")
+    write_demo_clip(base / "input", num_frames=14)
     save_tiny_svd_folder(base / "models" / "diffusers" / "tiny-svd")
     srv = ComfyServer(base=base, log_path=artifacts / "comfyui-robustness.log", env=guard_env(guard, True))
     srv.start()
@@ -494,23 +495,32 @@ def test_cancel_while_rendering_stops_within_a_frame_writes_nothing_and_the_next
 
 
 @comfy
-def test_cancel_while_sampling_stops_within_a_step_writes_nothing_and_the_next_prompt_runs(server):
+def test_cancel_while_sampling_a_long_clip_stops_within_a_window_writes_nothing_and_the_next_prompt_runs(server):
+    """12 frames through the tiny model's 4-frame window, overlap 1: 4 windows a step; the bar moves and
+    Cancel is honoured a window at a time."""
     out = server.base / "output" / "robust_cancel_sample"
     events = Events(server)
     try:
-        prompt = training_prompt(steps=1, name="cancel_sample", size=128, frames=8)
+        prompt = training_prompt(steps=1, name="cancel_sample", size=128, frames=12)
         prompt["11"] = sample_node(steps=500)
+        prompt["11"]["inputs"]["window_overlap"] = 1
         prompt["12"] = {"class_type": "SaveImage", "inputs": {"images": ["11", 0],
                                                               "filename_prefix": "robust_cancel_sample/frames"}}
         prompt_id = events.queue(prompt)
         at = events.interrupt_at(prompt_id, "11", 3)
-        assert_cancelled(server, events, prompt_id, "11", at, 500)
+        assert_cancelled(server, events, prompt_id, "11", at, 500 * 4)
         assert files_under(out) == set()
 
-        prompt["11"] = sample_node(steps=2)
-        entry = server.run(prompt)
+        prompt["11"]["inputs"]["steps"] = 2
+        prompt_id = events.queue(prompt)
+        entry = server.wait(prompt_id, timeout=300)
         frames = saved_pngs(server, entry, "12")
-        assert frames.shape == (8, 128, 128, 3)
+        assert frames.shape == (12, 128, 128, 3)
+        time.sleep(0.5)  # the last websocket messages
+        assert max(events.progress(prompt_id, "11")) == 2 * 4
+        # the status line: the step, the window and the time each window takes
+        texts = [text for node, text in events.texts if node == "11"]
+        assert any(re.match(r"step 2/2 · window 4/4 · [\d.]+ s per window$", t) for t in texts), texts[-3:]
     finally:
         events.close()
 
@@ -586,3 +596,12 @@ def test_out_of_memory_in_the_server_gives_advice_and_the_next_prompt_trains(ser
     assert message.startswith("ReCaptureSVDDualLoRASample: out of GPU memory while sampling 4 frames at 64x64. "
                               "Ways out: fewer frames"), message
     assert "bf16 or fp16" in message and "low_memory on with decode_chunk_size 2" in message
+    # a clip longer than the window: fewer frames is not offered (SVD sees a window at a time)
+    prompt = training_prompt(steps=1, name="before_long_sampling_oom", frames=8)
+    prompt["10"] = {"class_type": "RecaptureTestOutOfMemory", "inputs": {"svd": ["7", 0], "tag": 3, "after": ["8", 0]}}
+    prompt["11"] = sample_node(2)
+    prompt["11"]["inputs"]["svd"] = ["10", 0]
+    prompt["12"] = {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}}
+    message = run_error(server, prompt)
+    assert message.startswith("ReCaptureSVDDualLoRASample: out of GPU memory while sampling 8 frames at 64x64 (4 at a "
+                              "time: a shorter clip would not need less). Ways out: a lower resolution"), message

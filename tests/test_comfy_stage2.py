@@ -21,7 +21,7 @@ pytestmark = pytest.mark.comfy
 
 @pytest.fixture(scope="module")
 def tiny_svd(comfy):
-    write_demo_clip(comfy.base / "input")
+    write_demo_clip(comfy.base / "input", num_frames=14)
     save_tiny_svd_folder(comfy.base / "models" / "diffusers" / "tiny-svd")
     return "diffusers/tiny-svd"
 

@@ -73,7 +73,7 @@ def test_sampling_moves_each_model_off_while_the_others_work(models, memory):
 
     models.vae.decode = decode
     out = sample_video(models, None, frames[0], 4, SampleConfig(steps=2, memory=memory),
-                       on_step=lambda _: during_steps.append((where(models.moves, "vae"),
+                       on_step=lambda *_: during_steps.append((where(models.moves, "vae"),
                                                               where(models.moves, "image_encoder"))))
     assert out.shape == (4, H, W, 3)
     if memory == "fast":  # every model stays on the device

@@ -36,10 +36,10 @@ def lora(models, frames):
 def test_sampling_is_seeded_and_leaves_no_lora(models, frames, lora):
     config = SampleConfig(steps=4, seed=3)
     steps = []
-    a = sample_video(models, lora, frames[0], 4, config, on_step=steps.append)
+    a = sample_video(models, lora, frames[0], 4, config, on_step=lambda step, window: steps.append((step, window)))
     b = sample_video(models, lora, frames[0], 4, config)
     assert a.shape == (4, H, W, 3) and 0 <= a.min() and a.max() <= 1
-    assert steps == [0, 1, 2, 3] and torch.equal(a, b)
+    assert steps == [(0, 0), (1, 0), (2, 0), (3, 0)] and torch.equal(a, b)  # one window
     assert not lora_layers(models.unet)
     # the LoRAs matter, and at strength 0 they are off
     plain = sample_video(models, None, frames[0], 4, config)
@@ -233,3 +233,6 @@ def test_out_of_memory_suggests_a_smaller_size_and_takes_a_front_ends_advice():
     assert str(advised) == "out of GPU memory while sampling 25 frames at 1024x576. Ways out: fewer frames."
     assert (advised.stage, advised.frames, advised.height, advised.width) == ("sampling", 25, 576, 1024)
     assert advised.__cause__ is error.__cause__ and str(error).endswith("1024x576")
+    windowed = OutOfMemory("sampling", 60, 576, 1024, window=25).with_advice("Ways out: a lower resolution.")
+    assert str(windowed) == ("out of GPU memory while sampling 60 frames at 1024x576 (25 at a time: a shorter clip "
+                             "would not need less). Ways out: a lower resolution.") and windowed.window == 25

@@ -8,7 +8,8 @@ from dataclasses import fields
 
 import pytest
 
-from recapture import config, geometry, sampling
+from recapture import config, geometry, sampling, train
+from recapture.video import ALL_FRAMES
 from recapture.cli import CAMERA_FLAGS, CLIP_FLAGS, POINT_CLOUD_FLAGS, SAMPLE_FLAGS, SHARED_FLAGS, TRAIN_FLAGS, build_parser
 from recapture.config import (FROM_LORA, MEMORY_PLANS, CameraConfig, ClipConfig, PointCloudConfig, RenderConfig,
                               SampleConfig, TrainConfig, memory_plan, setting_of)
@@ -35,7 +36,7 @@ NODE_SETTINGS = {
 SAMPLING_NODES = ("ReCaptureSVDDualLoRASample", "ReCaptureSDEditRefine")
 
 
-@pytest.mark.parametrize("module, examples", [(geometry, 6), (config, 2), (sampling, 1)])
+@pytest.mark.parametrize("module, examples", [(geometry, 6), (config, 2), (sampling, 1), (train, 1)])
 def test_doctests_of_the_small_public_functions(module, examples):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= examples and result.failed == 0
@@ -72,7 +73,9 @@ def test_anchor_command_line_defaults_are_the_configs():
     for cls, table in ((ClipConfig, CLIP_FLAGS), (PointCloudConfig, POINT_CLOUD_FLAGS), (CameraConfig, CAMERA_FLAGS),
                        (RenderConfig, {"dilate_holes": "--dilate-holes"})):
         for name, flag in table.items():
-            assert options[flag].default == setting_of(cls, name).default, flag
+            if flag != "--frames":  # the command line takes the whole clip unless told (issue 18)
+                assert options[flag].default == setting_of(cls, name).default, flag
+    assert options["--frames"].default == ALL_FRAMES
     assert list(options["--easing"].choices) == list(setting_of(CameraConfig, "easing").choices)
     assert list(options["--depth-kind"].choices) == list(setting_of(PointCloudConfig, "depth_kind").choices)
 

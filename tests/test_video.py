@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from recapture.video import (ClipSelection, VideoError, fit_frames, read_clip, read_frame_folder, read_video,
-                             write_video)
+import recapture.video
+from recapture.video import (ALL_FRAMES, ClipSelection, VideoError, clip_length, fit_frames, read_clip,
+                             read_frame_folder, read_video, select_frames, write_video)
 
 
 def decode_all(path) -> np.ndarray:
@@ -35,6 +36,32 @@ def test_decoding_stops_after_the_last_frame_it_needs(real_video):
 def test_video_shorter_than_asked_names_the_fix(real_video):
     with pytest.raises(VideoError, match=r"has 132 frames.*need frame 139.*lower the frame count"):
         read_video(real_video, ClipSelection(start=100, count=14, step=3))
+
+
+def test_all_frames_reads_to_the_end_of_the_clip(real_video, tmp_path, monkeypatch):
+    """Frame count 0 (all): every selected frame to the clip's end, from a video, a folder and memory;
+    a start past the end and a clip longer than the largest frame count are named."""
+    reference = decode_all(real_video)
+    frames, _ = read_video(real_video, ClipSelection(start=100, count=ALL_FRAMES, step=7))
+    np.testing.assert_array_equal(frames.numpy(), reference[100::7].astype(np.float32) / 255.0)  # 100..128: 5
+    assert clip_length(real_video) == 132 and len(frames) == 5
+    for i in range(5):
+        Image.fromarray(np.full((4, 6, 3), 40 * i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    folder, _ = read_frame_folder(tmp_path, ClipSelection(start=1, count=ALL_FRAMES, step=2))
+    assert clip_length(tmp_path) == 5 and folder[:, 0, 0, 0].mul(255).round().tolist() == [40, 120]  # frames 1, 3
+    assert select_frames(torch.arange(5.0).view(5, 1, 1, 1), ClipSelection(count=ALL_FRAMES)).flatten().tolist() \
+        == [0, 1, 2, 3, 4]
+    with pytest.raises(VideoError, match=r"has 132 frames, so start frame 140 is past its end: lower the start"):
+        read_video(real_video, ClipSelection(start=140, count=ALL_FRAMES))
+    with pytest.raises(VideoError, match="has 5 frames, so start frame 5 is past its end"):
+        read_frame_folder(tmp_path, ClipSelection(start=5, count=ALL_FRAMES))
+    monkeypatch.setattr(recapture.video, "MAX_FRAMES", 20)  # stands for 10000: refused before memory fills
+    decoded = []
+    with pytest.raises(VideoError, match=r"more than 20 at once; give a frame count, a later start"):
+        read_video(real_video, ClipSelection(count=ALL_FRAMES), on_frame=lambda: decoded.append(1))
+    assert len(decoded) == 21
+    with pytest.raises(VideoError, match="more than 20 at once"):
+        select_frames(torch.zeros(30, 1, 1, 3), ClipSelection(count=ALL_FRAMES))
 
 
 @pytest.mark.parametrize("content, message", [

@@ -103,3 +103,36 @@ def test_training_on_a_long_clip_uses_windows_of_the_models_length(models, monke
     frames, mask = torch.rand(12, H, W, 3, generator=g), torch.ones(12, H, W)
     lora = train_recapture_lora(models, frames, mask, frames, TrainConfig(steps=4, rank=4, window_overlap=2))
     assert seen == [(4, 4, 4)] * 4 and len(lora.losses) == 4
+
+
+class Cancelled(Exception):
+    pass
+
+
+def test_cancel_stops_within_a_window_and_leaves_the_model_as_it_was(models):
+    """Progress comes a window at a time (5 windows a step here), so Cancel raised from it stops sampling and
+    SDEdit of a long clip after the window running, and the LoRAs are taken out of the UNet again."""
+    from recapture.train import train_recapture_lora
+
+    g = torch.Generator().manual_seed(2)
+    frames, mask = torch.rand(12, H, W, 3, generator=g), torch.ones(12, H, W)
+    lora = train_recapture_lora(models, frames, mask, frames, TrainConfig(steps=1, rank=4))
+    before = {k: v.clone() for k, v in models.unet.state_dict().items()}
+    config = SampleConfig(steps=3, window_overlap=2, refine_strength=0.9)
+    for run in (lambda cb: sample_video(models, lora, frames, 12, config, cb, mask=mask),
+                lambda cb: sdedit(models, lora, frames, config, cb)):
+        seen = []
+
+        def cancel_at_second_window(step, window):
+            seen.append((step, window))
+            if len(seen) == 2:
+                raise Cancelled
+
+        with pytest.raises(Cancelled):
+            run(cancel_at_second_window)
+        assert seen == [(0, 0), (0, 1)]
+        after = models.unet.state_dict()
+        assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    calls = []
+    sample_video(models, lora, frames, 12, SampleConfig(steps=2, window_overlap=2), lambda *a: calls.append(a), mask=mask)
+    assert calls == [(s, w) for s in range(2) for w in range(5)]  # window_starts(12, 4, 2): 0, 2, 4, 6, 8

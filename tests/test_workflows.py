@@ -21,7 +21,7 @@ WORKFLOWS = REPO / "workflows"
 
 @pytest.fixture(scope="module")
 def sample_in_input(comfy):
-    return write_demo_clip(comfy.base / "input")
+    return write_demo_clip(comfy.base / "input", num_frames=14)
 
 
 def saved_videos(comfy, entry: dict) -> dict[str, Path]:
