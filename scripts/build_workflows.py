@@ -145,7 +145,7 @@ LONG_CLIP = {
     "groups": [{"title": "1. The whole clip and its depth", "nodes": [1, 2]},
                {"title": "2. Point cloud from steady depth", "nodes": [3, 11]}] + FULL["groups"][2:4] + [
         {"title": "5. Fine-tune SVD, a window at a time", "nodes": [12, 13]},
-        {"title": "6. Sample, refine: windows blended at every step", "nodes": [14, 15]},
+        {"title": "6. Sample, refine in windows", "nodes": [14, 15]},
         FULL["groups"][6]],
     "notes": [
         {"col": 2, "size": [400, 430], "text": (

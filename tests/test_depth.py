@@ -30,6 +30,19 @@ def test_tiny_model_gives_relative_inverse_depth_at_frame_size(tiny_dpt):
     torch.testing.assert_close(depth.values, one_batch.values, rtol=1e-4, atol=1e-4)
 
 
+def test_a_long_clip_goes_through_in_batches(tiny_dpt):
+    """60 frames: the model never sees more than batch_size at once, and the depth lands in host memory."""
+    estimator = load_depth_model(tiny_dpt)
+    seen = []
+    hook = estimator.model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(len(kw["pixel_values"])),
+                                                     with_kwargs=True)
+    try:
+        depth = estimate_depth(estimator, torch.rand(60, 32, 32, 3), batch_size=8)
+    finally:
+        hook.remove()
+    assert seen == [8] * 7 + [4] and depth.values.shape == (60, 32, 32) and depth.values.device.type == "cpu"
+
+
 def test_folder_without_safetensors_is_refused(tiny_dpt, tmp_path):
     folder = tmp_path / "pickled"
     folder.mkdir()

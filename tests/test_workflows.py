@@ -99,3 +99,35 @@ def test_full_workflow_runs_with_a_tiny_single_file_svd(comfy, sample_in_input, 
     refined = np.stack([np.asarray(Image.open(comfy.base / "temp" / f["subfolder"] / f["filename"]).convert("RGB"))
                         for f in players["ReCaptureSDEditRefine"]["frames"]]).astype(float)
     assert np.abs(refined - videos_frames["recaptured"]).mean() < 6  # PNG previews vs the encoded video
+
+
+def test_long_clip_workflow_takes_every_frame_in_windows(comfy, comfy_code):
+    """The long-clip workflow as shipped, on the 60-frame sample (written small: the loaders size it) with a
+    tiny single-file SVD: every frame goes through aligned depth, the anchor, training and windowed
+    sampling and refining. Changed for a CPU: frame size, steps, and overlap 1 (20 windows of the tiny
+    model's 4 frames instead of 57)."""
+    from conftest import save_tiny_single_file_svd
+
+    write_demo_clip(comfy.base / "input", num_frames=60, width=256, height=144)
+    save_tiny_single_file_svd(comfy_code, comfy.base / "models" / "checkpoints" / "svd_xt.safetensors")
+    workflow = json.loads((WORKFLOWS / "ReCapture - long clip with steady depth.json").read_text())
+    prompt = ui_to_api(workflow, comfy.object_info())
+    nodes = {node["class_type"]: node["inputs"] for node in prompt.values()}
+    assert nodes["ReCaptureLoadVideo"]["frame_count"] == 0 and nodes["ReCaptureDepthToPointCloud"]["align_depth"]
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "ReCaptureLoadVideo":
+            inputs.update(width=64, height=64)
+        if node["class_type"] in ("ReCaptureTrainMaskedLoRA", "ReCaptureSVDDualLoRASample", "ReCaptureSDEditRefine"):
+            inputs.update(steps=2, window_overlap=1)
+    entry = comfy.run(prompt, timeout=900)
+    videos = saved_videos(comfy, entry)
+    assert set(videos) == {"anchor", "mask", "recaptured"}, videos
+    for name in videos:
+        frames, fps = decode(videos[name])
+        assert frames.shape == (60, 64, 64, 3) and fps == pytest.approx(8.0), name
+    mask, _ = decode(videos["mask"])
+    valid = mask[..., 0] > 127
+    # the orbit opens holes over the whole clip (at 64x64 the depth edges dropped by edge_threshold cost
+    # frame 0 a third of its points: 0.69 valid, then 0.59 at frame 30 and 0.55 at the last, measured)
+    assert valid[0].mean() > valid[30].mean() > valid[-1].mean() and valid[0].mean() > 0.6
