@@ -136,3 +136,26 @@ def test_cancel_stops_within_a_window_and_leaves_the_model_as_it_was(models):
     calls = []
     sample_video(models, lora, frames, 12, SampleConfig(steps=2, window_overlap=2), lambda *a: calls.append(a), mask=mask)
     assert calls == [(s, w) for s in range(2) for w in range(5)]  # window_starts(12, 4, 2): 0, 2, 4, 6, 8
+
+
+def test_the_spatial_lora_learns_from_frames_spread_over_a_long_clip(models, monkeypatch):
+    """A clip longer than the spatial LoRA's pool (spatial_pool, 64 by default; 8 here): the pool is spread
+    from the first frame to the last, not the first ones; a clip within the pool is taken whole."""
+    import recapture.train
+    from recapture.train import train_recapture_lora
+
+    encoded = []
+    encode = recapture.train.encode_latents
+
+    def record(models, frames, chunk):
+        encoded.append(frames.clone())
+        return encode(models, frames, chunk)
+
+    monkeypatch.setattr(recapture.train, "encode_latents", record)
+    source = torch.arange(20.0).view(20, 1, 1, 1).expand(20, 16, 16, 3) / 20  # frame i holds i / 20
+    anchor, mask = torch.rand(20, 16, 16, 3), torch.ones(20, 16, 16)
+    for frames, pool in ((20, [0, 3, 5, 8, 11, 14, 16, 19]), (6, [0, 1, 2, 3, 4, 5])):
+        encoded.clear()
+        train_recapture_lora(models, anchor[:frames], mask[:frames], source[:frames],
+                             TrainConfig(steps=1, rank=4, spatial_augment=False, spatial_pool=8, window_overlap=0))
+        assert encoded[1][:, 0, 0, 0].mul(20).round().long().tolist() == pool  # [0]: the anchor, [1]: the pool
