@@ -8,6 +8,9 @@ those levels from the noisiest down with Euler steps.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 
 TRAINING_LEVELS = 1000
@@ -75,3 +78,79 @@ def view_guidance(scale: float, scale_near_input: float, is_input: torch.Tensor,
         distance = (position[:, None] - position[is_input][None]).abs().min(1).values
         guidance = scale_near_input + (scale - scale_near_input) * distance / distance.max()
     return torch.where(near_input, torch.tensor(float(scale_near_input), dtype=torch.float64), guidance).float()
+
+
+@dataclass
+class ViewConditions:
+    """What one pass of the model knows about its ``V`` views.
+
+    Attributes:
+        clean: ``(V, 4, h, w)`` VAE latents of the input views (anything at the views to generate).
+        is_input: ``(V,)`` bool, the input views.
+        context: ``(V, 1, D)`` the CLIP image embedding (the mean over the input views, at every view).
+        plucker: ``(V, 6, h, w)`` each view's rays (``recapture.multiview.plucker_map``).
+    """
+
+    clean: torch.Tensor
+    is_input: torch.Tensor
+    context: torch.Tensor
+    plucker: torch.Tensor
+
+    def unconditional(self) -> ViewConditions:
+        """The branch classifier-free guidance subtracts: no image (no context, no view replaced), the same
+        cameras."""
+        return ViewConditions(torch.zeros_like(self.clean), torch.zeros_like(self.is_input),
+                              torch.zeros_like(self.context), self.plucker)
+
+
+# the network: (x (B*V, 11, h, w), timestep indices (B*V,), context (B*V, 1, D), plucker (B*V, 6, h, w),
+# views V) -> predicted noise (B*V, 4, h, w)
+Network = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def denoise_views(network: Network, x: torch.Tensor, sigma: float, branches: list[ViewConditions]) -> list[torch.Tensor]:
+    """The denoised estimate of ``x`` ``(V, 4, h, w)`` at noise level ``sigma`` for each branch, in one
+    network call: input views are replaced by their clean latents, scaled like the rest by
+    ``input_scale``, and marked in a fifth channel; then ``D = x~ - sigma * F(...)``."""
+    views = len(x)
+    level = torch.tensor([sigma], dtype=torch.float64)
+    scale, index = float(input_scale(level)), level_index(level)
+    inputs, replaced = [], []
+    for branch in branches:
+        mask = branch.is_input.to(x.dtype)[:, None, None, None]
+        x_replaced = x * (1 - mask) + branch.clean.to(x.dtype) * mask
+        replaced.append(x_replaced)
+        inputs.append(torch.cat([x_replaced * scale, mask.expand(-1, 1, *x.shape[2:]), branch.plucker.to(x.dtype)], 1))
+    eps = network(torch.cat(inputs), index.expand(views * len(branches)).to(x.device),
+                  torch.cat([b.context for b in branches]).to(x.dtype), torch.cat([b.plucker for b in branches]).to(x.dtype),
+                  views)
+    return [r - sigma * e for r, e in zip(replaced, eps.chunk(len(branches)))]
+
+
+def sample_views(network: Network, conditions: ViewConditions, guidance: torch.Tensor, steps: int,
+                 draw: Callable[[tuple[int, ...]], torch.Tensor],
+                 on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Euler sampling of one pass: the views' latents ``(V, 4, h, w)``, input views equal to their clean
+    latents. Guidance (``(V,)``, ``view_guidance``) mixes the unconditional and conditional estimates per
+    view. Each step evaluates at ``sigma + 1e-6`` after adding the noise that raises ``sigma`` to it, as
+    the reference does.
+
+    Args:
+        draw: standard normal noise of a shape (a seeded ``torch.Generator``'s ``randn``): the start and
+            each step's small addition.
+        on_step: called with the step index after each step (progress and Cancel).
+    """
+    sigmas = sampling_sigmas(steps)
+    x = draw(tuple(conditions.clean.shape)).to(conditions.clean) * float((1 + sigmas[0] ** 2).sqrt())
+    mix = guidance.to(x)[:, None, None, None]
+    for i in range(steps):
+        sigma, following = float(sigmas[i]), float(sigmas[i + 1])
+        raised = sigma + 1e-6
+        x = x + draw(tuple(x.shape)).to(x) * (raised**2 - sigma**2) ** 0.5
+        uncond, cond = denoise_views(network, x, sigma, [conditions.unconditional(), conditions])
+        denoised = uncond + mix * (cond - uncond)
+        x = x + (following - raised) * (x - denoised) / raised
+        if on_step is not None:
+            on_step(i)
+    mask = conditions.is_input.to(x.dtype)[:, None, None, None]
+    return x * (1 - mask) + conditions.clean.to(x) * mask

@@ -34,3 +34,42 @@ def test_guidance_per_view():
     near = torch.tensor([True, False, False, False, True])  # the last view looks from the input's camera
     assert view_guidance(2.0, 1.2, inputs, near).tolist() == [1.2000000476837158, 2.0, 2.0, 2.0, 1.2000000476837158]
     torch.testing.assert_close(view_guidance(3.0, 1.0, inputs, near, ramp=True), torch.tensor([1.0, 1.5, 2.0, 2.5, 1.0]))
+
+
+def oracle(target: torch.Tensor):
+    """A network that knows the clean latents of every view: its noise prediction is exact for the
+    conditional branch, so the sampler must land on ``target``."""
+    from recapture.seva_sampling import training_sigmas
+
+    def network(x, index, context, plucker, views):
+        assert x.shape[1] == 11 and len(index) == len(x) == len(context) == len(plucker) and views == len(target)
+        sigma = training_sigmas()[index].float()[:, None, None, None]
+        noisy = x[:, :4] / input_scale(sigma.double()).float()  # undo c_in
+        return (noisy - target.repeat(len(x) // views, 1, 1, 1)) / sigma
+
+    return network
+
+
+def test_sampling_with_an_exact_network_lands_on_the_clean_latents():
+    from recapture.seva_sampling import ViewConditions, sample_views
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(3, 4, 5, 6, generator=g)
+    is_input = torch.tensor([True, False, False])
+    conditions = ViewConditions(clean=target * is_input[:, None, None, None], is_input=is_input,
+                                context=torch.randn(3, 1, 8, generator=g), plucker=torch.randn(3, 6, 5, 6, generator=g))
+    steps = []
+    out = sample_views(oracle(target), conditions, torch.tensor([1.0, 2.0, 2.0]), 10,
+                       lambda shape: torch.randn(shape, generator=g), steps.append)
+    torch.testing.assert_close(out, target, atol=1e-4, rtol=0)
+    assert steps == list(range(10))
+    # the unconditional branch sees no image: no view replaced, no mark, no context; the same rays
+    seen = []
+
+    def recording(x, index, context, plucker, views):
+        seen.append((x[:3, 4].amax().item(), x[3, 4].amin().item(), x[4:, 4].amax().item(),
+                     context[:3].abs().max().item(), torch.equal(plucker[:3], plucker[3:])))
+        return torch.zeros(len(x), 4, 5, 6)
+
+    sample_views(recording, conditions, torch.ones(3), 1, lambda shape: torch.zeros(shape))
+    assert seen == [(0.0, 1.0, 0.0, 0.0, True)]  # the mask marks the input view in the conditional branch only
