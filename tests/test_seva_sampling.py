@@ -73,3 +73,25 @@ def test_sampling_with_an_exact_network_lands_on_the_clean_latents():
 
     sample_views(recording, conditions, torch.ones(3), 1, lambda shape: torch.zeros(shape))
     assert seen == [(0.0, 1.0, 0.0, 0.0, True)]  # the mask marks the input view in the conditional branch only
+
+
+def test_one_pass_through_the_tiny_network():
+    """The sampler drives our network as it is (the tiny configuration): the shapes and the timestep
+    indices fit, the input view comes back as given and the generated ones are finite."""
+    from recapture.multiview import plucker_map, seva_intrinsics
+    from recapture.seva import SevaUNet, tiny_seva_config
+    from recapture.seva_sampling import ViewConditions, sample_views
+
+    torch.manual_seed(0)
+    network = SevaUNet(tiny_seva_config()).eval()
+    poses = torch.eye(4).repeat(3, 1, 1)
+    poses[1:, 0, 3] = torch.tensor([0.2, 0.4])
+    g = torch.Generator().manual_seed(1)
+    clean = torch.randn(3, 4, 4, 4, generator=g)
+    is_input = torch.tensor([True, False, False])
+    conditions = ViewConditions(clean, is_input, torch.randn(1, 1, 32, generator=g).expand(3, 1, 32),
+                                plucker_map(poses, seva_intrinsics(torch.full((3,), 60.0), 32, 32), 32, 32))
+    with torch.no_grad():
+        out = sample_views(network, conditions, torch.tensor([1.2, 2.0, 2.0]), 3,
+                           lambda shape: torch.randn(shape, generator=g))
+    assert out.shape == (3, 4, 4, 4) and torch.equal(out[0], clean[0]) and torch.isfinite(out).all()
