@@ -1,4 +1,4 @@
-"""Command line: ``python -m recapture anchor|train|sample|run ...`` (the same library code as the nodes).
+"""Command line: ``python -m recapture anchor|train|sample|run|batch ...`` (the same library code as the nodes).
 
 Options that are settings of the method are built from ``recapture.config`` (default, range, help), as
 the nodes' inputs are."""
@@ -170,7 +170,8 @@ def _train(args, models, anchor, mask, source):
     return lora
 
 
-def _sample(args, models, lora, anchor, mask, fps: float) -> None:
+def _sample(args, models, lora, anchor, mask, fps: float) -> torch.Tensor:
+    """Samples and refines; writes OUT/recaptured.mp4 and returns its ``(N, H, W, 3)`` frames in 0..1."""
     from .sampling import refine_steps, sample_video, sdedit, window_count
     from .video import write_video
 
@@ -188,6 +189,7 @@ def _sample(args, models, lora, anchor, mask, fps: float) -> None:
         finally:
             close()
     write_video(Path(args.out) / "recaptured.mp4", frames, fps)
+    return frames
 
 
 def _load_models(args):
@@ -232,6 +234,12 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.out) / 'recaptured.mp4'}", file=sys.stderr)
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+
+    return run_batch(args)
+
+
 def cmd_demo_clip(args: argparse.Namespace) -> None:
     from .demo_clip import write_demo_clip
 
@@ -243,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m recapture", description=(
         "ReCapture: re-film a video along a new camera path. `anchor` renders Stage 1 (anchor video and "
         "validity mask), `train` fine-tunes the two LoRAs, `sample` samples and refines, `run` does all of it; "
-        "`demo-sample` writes the bundled synthetic clip with exact depth."))
+        "`batch` runs many clips on Ray; `demo-sample` writes the bundled synthetic clip with exact depth."))
     sub = parser.add_subparsers(dest="command", required=True)
 
     a = sub.add_parser("anchor", help="render the anchor video and validity mask for a new camera path",
@@ -294,6 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
     _train_options(r)
     _sample_options(r)
     r.set_defaults(func=cmd_run)
+
+    from .batch import add_arguments as batch_options  # no Ray needed to build the parser
+
+    b = sub.add_parser("batch", help="re-film many clips, one `run` per line of a job file, on Ray workers",
+                       description="JOBS is JSON Lines or CSV, one clip per line: `run`'s options without dashes "
+                                   "(video, depth, depth_kind, camera, amount, svd...) and an optional id. Writes "
+                                   "DIR/<id>/ (what `run` writes, and result.json) per finished job and "
+                                   "DIR/failures.jsonl; a rerun skips finished jobs. Needs Ray: "
+                                   "pip install 'comfyui-recapture[batch]'. Exit code 0: all done, 1: some "
+                                   "failed, 2: bad job file or flags.")
+    batch_options(b)
+    b.set_defaults(func=cmd_batch)
     return parser
 
 
@@ -391,14 +411,14 @@ def _sample_options(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)  # batch returns its exit code; the others return nothing
     except OutOfMemory as e:
         print(f"error: {e.with_advice(_ways_out(e))}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as e:  # our errors' messages name the fix
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 def _ways_out(error: OutOfMemory) -> str:
