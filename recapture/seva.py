@@ -524,3 +524,70 @@ def build_seva_unet(config: SevaConfig | None = None, device: str | torch.device
     with torch.device(device or "cpu"):
         model = SevaUNet(config)
     return model if dtype is None else model.to(dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# loading the official single file
+
+WHERE_SEVA_GOES = ("Stable Virtual Camera's modelv1.1.safetensors (huggingface.co/stabilityai/stable-virtual-camera, "
+                   "non-commercial licence: download it yourself) goes in models/checkpoints or "
+                   "models/diffusion_models.")
+
+
+def is_seva_checkpoint(keys) -> bool:
+    """Whether single-file keys are Stable Virtual Camera's UNet: SD-2.x names without a prefix, with its
+    camera (``dense_emb_layers``) and view-mixing (``time_mix_blocks``) layers."""
+    keys = list(keys)
+    return ("input_blocks.0.0.weight" in keys and any("dense_emb_layers" in k for k in keys)
+            and any("time_mix_blocks" in k for k in keys))
+
+
+def load_seva_unet(path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu", *,
+                   config: SevaConfig | None = None) -> SevaUNet:
+    """Stable Virtual Camera's UNet from its single ``.safetensors`` file, frozen, in eval mode.
+
+    The model is built on the meta device and takes the file's tensors as its own, each cast to ``dtype``
+    (None: the file's) and moved to ``device`` as it is read. Every name and shape is checked before a
+    weight is read; names the model does not have are ignored, as the reference ignores them.
+
+    Raises:
+        ValueError: a pickle format, a file that is not this model (the message says what it looks like),
+            missing or misshapen weights. FileNotFoundError: nothing at ``path``.
+    """
+    from pathlib import Path
+
+    from safetensors import SafetensorError, safe_open
+
+    from .svd import PICKLE_SUFFIXES, describe_checkpoint, is_svd_checkpoint
+
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ValueError(f"{path.name}: only safetensors weights are loaded, never pickled {path.suffix} files "
+                         f"(opening a pickle can run code). {WHERE_SEVA_GOES}")
+    if not path.is_file():
+        raise FileNotFoundError(f"no Stable Virtual Camera checkpoint at {path}. {WHERE_SEVA_GOES}")
+    model = build_seva_unet(config, device="meta")
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            if not is_seva_checkpoint(keys):
+                looks = "an SVD checkpoint (load it with ReCapture Load SVD)" if is_svd_checkpoint(keys) \
+                    else describe_checkpoint(keys)
+                raise ValueError(f"{path.name} is not a Stable Virtual Camera checkpoint: it looks like {looks}. "
+                                 f"{WHERE_SEVA_GOES}")
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in keys if k in expected}
+            missing = sorted(set(expected) - set(shapes))
+            wrong = sorted(k for k in shapes if shapes[k] != expected[k])
+            if missing or wrong:
+                named = ", ".join((missing + wrong)[:3])
+                raise ValueError(f"{path.name} does not fit Stable Virtual Camera v1.1 ({len(missing)} weights "
+                                 f"missing, {len(wrong)} of another shape, e.g. {named}): it is damaged, incomplete "
+                                 f"or another version; download modelv1.1.safetensors again")
+            dtype = dtype or f.get_tensor("input_blocks.0.0.weight").dtype  # a small tensor says the file's
+            state = {k: f.get_tensor(k).to(device, dtype) for k in expected}
+    except SafetensorError as e:
+        raise ValueError(f"cannot read {path.name} as safetensors ({e}): the file is damaged or incomplete, "
+                         "download it again") from e
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.requires_grad_(False).eval()

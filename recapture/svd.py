@@ -426,6 +426,8 @@ def describe_checkpoint(keys: Iterable[str]) -> str:
         return "a Stable Diffusion 1.x/2.x checkpoint"
     if starts(UNET_PREFIX):
         return "an image diffusion checkpoint without temporal layers"
+    if starts("input_blocks.") and has("dense_emb_layers"):
+        return "a Stable Virtual Camera checkpoint (the multi-view anchor's model, not SVD)"
     if starts("input_blocks.") and has("time_stack"):
         return "a Stable Video Diffusion UNet on its own (no VAE or image encoder)"
     if starts("input_blocks."):
