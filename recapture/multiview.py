@@ -16,8 +16,11 @@ world they are camera-to-world matrices already. The model wants three things fr
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
+from einops import rearrange
 
 from .geometry import focal_from_fov, invert_rigid
 
@@ -90,3 +93,119 @@ def plucker_map(camera_to_world: torch.Tensor, intrinsics: torch.Tensor, height:
     directions = torch.nn.functional.normalize(relative[:, :3, :3] @ rays, dim=1)
     moments = torch.linalg.cross(relative[:, :3, 3:].expand_as(directions), directions, dim=1)
     return torch.cat([directions, moments], 1).reshape(len(poses), 6, h, w).float()
+
+
+# --- The anchor, one source frame at a time ------------------------------------------------------------
+SEVA_LATENT_SCALE = 0.18215  # SD 2.x's image VAE: latents are its posterior mean times this
+NEAR_INPUT_DEGREES = 10.0  # a view turned less than this from an input, at its position, is guided like one
+
+
+@dataclass
+class MultiViewModels:
+    """Stable Virtual Camera's parts: the multi-view UNet (``recapture.seva.SevaUNet``), SD 2.x's image VAE
+    (diffusers ``AutoencoderKL``), the OpenCLIP ViT-H image encoder (``CLIPVisionModelWithProjection``)
+    and its preprocessing (``CLIPImageProcessor``: size, mean, std)."""
+
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    image_encoder: torch.nn.Module
+    feature_extractor: object
+    name: str = ""
+
+
+@dataclass
+class MultiViewConfig:
+    """One multi-view anchor: the sampler's settings (docs/multiview.md; defaults are the reference's)."""
+
+    steps: int = 50
+    guidance: float = 2.0  # classifier-free guidance of the new views
+    guidance_near_input: float = 1.2  # ... and of views that look from where the source frame looks
+    views_per_pass: int = 21  # the model's training length: the new view is repeated to fill a pass
+    seed: int = 0
+
+
+@torch.no_grad()
+def encode_views(models: MultiViewModels, frames: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W, 3)`` in 0..1 -> latents ``(N, 4, H/8, W/8)`` (the posterior mean, scaled), a frame at a time."""
+    vae = models.vae
+    latents = [vae.encode(rearrange(f[None], "n h w c -> n c h w").to(vae.device, vae.dtype) * 2 - 1).latent_dist.mean
+               for f in frames]
+    return torch.cat(latents).float() * SEVA_LATENT_SCALE
+
+
+@torch.no_grad()
+def decode_views(models: MultiViewModels, latents: torch.Tensor) -> torch.Tensor:
+    """Latents ``(N, 4, h, w)`` -> ``(N, 8h, 8w, 3)`` in 0..1 on the host, a frame at a time."""
+    vae = models.vae
+    frames = [((vae.decode(z[None].to(vae.device, vae.dtype) / SEVA_LATENT_SCALE).sample.float() + 1) / 2).clamp(0, 1)
+              .cpu() for z in latents]
+    return rearrange(torch.cat(frames), "n c h w -> n h w c")
+
+
+@torch.no_grad()
+def image_context(models: MultiViewModels, frames: torch.Tensor) -> torch.Tensor:
+    """The CLIP image embedding of each frame ``(N, H, W, 3)`` in 0..1 -> ``(N, 1, D)``, preprocessed as
+    SVD's (the same recipe: ``recapture.svd_conditioning.clip_input``)."""
+    from .svd_conditioning import clip_input
+
+    encoder = models.image_encoder
+    images = rearrange(frames, "n h w c -> n c h w").to(encoder.device, torch.float32) * 2 - 1
+    pixels = clip_input(images, models.feature_extractor).to(encoder.dtype)
+    return encoder(pixel_values=pixels).image_embeds.float()[:, None]
+
+
+def near_input(camera_to_world: torch.Tensor) -> torch.Tensor:
+    """``(V,)`` bool: views at the first view's position, turned less than ``NEAR_INPUT_DEGREES`` from it."""
+    relative = invert_rigid(camera_to_world[:1].double()) @ camera_to_world.double()
+    cos = ((relative[:, 0, 0] + relative[:, 1, 1] + relative[:, 2, 2] - 1) / 2).clamp(-1, 1)
+    return (torch.rad2deg(torch.arccos(cos)) < NEAR_INPUT_DEGREES) & (relative[:, :3, 3].norm(dim=1) < 1e-5)
+
+
+def multiview_anchor(models: MultiViewModels, frames: torch.Tensor, path, subject_distance: float,
+                     source_fov_deg: float, config: MultiViewConfig | None = None,
+                     on_step: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ReCapture's multi-view anchor: each frame seen from its new camera, generated from that source frame.
+
+    Frame ``i`` is one pass of the model: the source frame as the input view (identity camera) and the new
+    camera ``path.poses[i]`` as the view to generate, repeated to ``config.views_per_pass`` views as the
+    reference fills its passes. Cameras are in the model's scale (``seva_cameras`` with the clip's
+    ``subject_distance``), so an amount means what it means for the point-cloud anchor.
+
+    Args:
+        frames: ``(N, H, W, 3)`` source frames in 0..1, sides multiples of 64.
+        path: a ``CameraPath`` of ``N`` cameras (new camera -> source camera).
+        on_step: called with ``(frame, step)`` after each denoising step (progress and Cancel).
+
+    Returns:
+        the anchor ``(N, H, W, 3)`` in 0..1 and its validity mask ``(N, H, W)``: all ones, every pixel is
+        generated (Stage 2 repairs what the frames disagree on).
+    """
+    from .seva_sampling import ViewConditions, sample_views, view_guidance
+
+    config = config or MultiViewConfig()
+    n, height, width, _ = frames.shape
+    if path.num_frames != n:
+        raise ValueError(f"the camera path has {path.num_frames} cameras for {n} frames: give one per frame")
+    if height % 64 or width % 64:
+        raise ValueError(f"the frame size must be a multiple of 64, got {width}x{height}")
+    device = next(models.unet.parameters()).device  # the sampler's state stays float32; the UNet casts
+    generator = torch.Generator("cpu").manual_seed(config.seed)
+    views = max(2, config.views_per_pass)
+    anchor = []
+    for i in range(n):
+        poses = torch.cat([torch.eye(4)[None], path.poses[i : i + 1].float().expand(views - 1, 4, 4)])
+        fov = torch.cat([torch.tensor([float(source_fov_deg)]), path.fov_deg[i : i + 1].float().expand(views - 1)])
+        cameras = seva_cameras(poses, subject_distance)
+        rays = plucker_map(cameras, seva_intrinsics(fov, height, width, source_fov_deg), height, width)
+        clean = encode_views(models, frames[i : i + 1]).expand(views, -1, -1, -1)
+        is_input = torch.zeros(views, dtype=torch.bool)
+        is_input[0] = True
+        conditions = ViewConditions(clean.to(device), is_input.to(device),
+                                    image_context(models, frames[i : i + 1]).expand(views, -1, -1).to(device),
+                                    rays.to(device))
+        guidance = view_guidance(config.guidance, config.guidance_near_input, is_input, near_input(cameras))
+        latents = sample_views(models.unet, conditions, guidance.to(device), config.steps,
+                               lambda shape: torch.randn(shape, generator=generator).to(device),
+                               None if on_step is None else lambda step, i=i: on_step(i, step))
+        anchor.append(decode_views(models, latents[1:2].float()))
+    return torch.cat(anchor), torch.ones(n, height, width)
