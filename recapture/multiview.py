@@ -209,3 +209,62 @@ def multiview_anchor(models: MultiViewModels, frames: torch.Tensor, path, subjec
                                None if on_step is None else lambda step, i=i: on_step(i, step))
         anchor.append(decode_views(models, latents[1:2].float()))
     return torch.cat(anchor), torch.ones(n, height, width)
+
+
+# --- Loading the image VAE from the files ComfyUI users have ---------------------------------------------
+LDM_VAE_PREFIX = "first_stage_model."  # inside a whole SD 1.x/2.x checkpoint
+
+
+def load_image_vae(path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
+    """SD 2.x's image VAE (the one Stable Virtual Camera works in) as a diffusers ``AutoencoderKL``, from a
+    ComfyUI models/vae file (LDM names: ``encoder.*``, ``decoder.*``, ``quant_conv``...) or a whole SD
+    1.x/2.x checkpoint (the same under ``first_stage_model.``). The architecture is read off the shapes.
+
+    Raises:
+        ValueError: a pickle, SVD's video VAE, or a file that is not an image VAE (the message says why).
+    """
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL
+    from safetensors import SafetensorError, safe_open
+
+    from .svd import PICKLE_SUFFIXES, describe_checkpoint, vae_state_from_sgm
+
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ValueError(f"{path.name}: only safetensors weights are loaded, never pickled {path.suffix} files "
+                         "(opening a pickle can run code): use a .safetensors VAE")
+    if not path.is_file():
+        raise FileNotFoundError(f"no VAE at {path}: put SD 2.x's VAE (a .safetensors file) in models/vae")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            prefix = LDM_VAE_PREFIX if any(k.startswith(LDM_VAE_PREFIX + "encoder.") for k in keys) else ""
+            names = [k for k in keys if k.startswith(prefix) and k[len(prefix):].split(".")[0] in
+                     ("encoder", "decoder", "quant_conv", "post_quant_conv")]
+            if any("time_stack" in k for k in names):
+                raise ValueError(f"{path.name} holds SVD's video VAE; Stable Virtual Camera works in SD 2.x's image "
+                                 "VAE: pick a models/vae file such as vae-ft-mse-840000-ema-pruned.safetensors")
+            if not any(k.endswith("encoder.conv_in.weight") for k in names) or \
+                    not any(k.endswith("decoder.conv_out.weight") for k in names):
+                raise ValueError(f"{path.name} is not an image VAE: it looks like {describe_checkpoint(keys)}")
+            state = {k[len(prefix):]: f.get_tensor(k) for k in names}
+    except SafetensorError as e:
+        raise ValueError(f"cannot read {path.name} as safetensors ({e}): the file is damaged or incomplete") from e
+    levels = len({k.split(".")[2] for k in state if k.startswith("encoder.down.")})
+    widths = tuple(state[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] for i in range(levels))
+    config = dict(down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+                  block_out_channels=widths, latent_channels=state["encoder.conv_out.weight"].shape[0] // 2,
+                  layers_per_block=len({k.split(".")[4] for k in state if k.startswith("encoder.down.0.block.")}),
+                  scaling_factor=SEVA_LATENT_SCALE)
+    dtype = dtype or state["encoder.conv_in.weight"].dtype
+    converted = {k: v.to(device, dtype) for k, v in vae_state_from_sgm(state, temporal_decoder=False).items()}
+    config.update(use_quant_conv="quant_conv.weight" in converted,  # LDM files have both; SGM-style ones neither
+                  use_post_quant_conv="post_quant_conv.weight" in converted)
+    with torch.device("meta"):
+        vae = AutoencoderKL(**config)
+    try:
+        vae.load_state_dict(converted, strict=True, assign=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path.name} does not fit an SD-style image VAE ({str(e).splitlines()[0]}): is it damaged?") from e
+    return vae.requires_grad_(False).eval()

@@ -286,21 +286,25 @@ def _vae_resnet(rest: str, temporal_decoder: bool) -> str:
     return "spatial_res_block." + rest
 
 
-def vae_sgm_to_diffusers(name: str, levels: int = 4) -> str:
-    """An SGM VAE key of SVD (``first_stage_model.`` removed) -> ``AutoencoderKLTemporalDecoder``'s key.
+def vae_sgm_to_diffusers(name: str, levels: int = 4, temporal_decoder: bool = True) -> str:
+    """An SGM / LDM VAE key (``first_stage_model.`` removed) -> the diffusers key: of
+    ``AutoencoderKLTemporalDecoder`` for SVD's VAE, of ``AutoencoderKL`` for an image VAE
+    (``temporal_decoder=False``: SD 1.x/2.x's, the files in ComfyUI's models/vae).
 
-    The encoder is the standard LDM one; the decoder's res blocks carry a temporal branch
+    The encoder is the standard LDM one; SVD's decoder's res blocks carry a temporal branch
     (``time_stack``, mixed in by ``mix_factor``) and its output conv a temporal conv
     (``conv_out.time_mix_conv``). SGM counts the decoder's levels from the lowest resolution up,
     diffusers from the top, hence ``levels``.
 
     Raises:
-        KeyError: a name that is not a key of SVD's VAE.
+        KeyError: a name that is not a key of such a VAE.
     """
     side, _, rest = name.partition(".")
-    video = side == "decoder"
+    video = side == "decoder" and temporal_decoder
+    if not temporal_decoder and side in ("quant_conv", "post_quant_conv"):
+        return name
     if side not in ("encoder", "decoder"):
-        raise KeyError(f"{name!r} is not a key of SVD's VAE")
+        raise KeyError(f"{name!r} is not a key of {'SVD' if temporal_decoder else 'an image'} VAE")
     if rest.startswith("norm_out."):
         return f"{side}.conv_norm_out.{rest[len('norm_out.'):]}"
     if video and rest.startswith("conv_out.time_mix_conv."):
@@ -319,11 +323,12 @@ def vae_sgm_to_diffusers(name: str, levels: int = 4) -> str:
         return f"{side}.{m[1]}_blocks.{level}.{m[3]}rs.0.conv.{m[4]}"
     if re.fullmatch(r"conv_(in|out)\.(weight|bias)", rest):
         return name
-    raise KeyError(f"{name!r} is not a key of SVD's VAE")
+    raise KeyError(f"{name!r} is not a key of {'SVD' if temporal_decoder else 'an image'} VAE")
 
 
-def vae_state_from_sgm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An SGM VAE state dict (``first_stage_model.`` removed) -> ``AutoencoderKLTemporalDecoder``'s.
+def vae_state_from_sgm(state: Mapping[str, torch.Tensor], temporal_decoder: bool = True) -> dict[str, torch.Tensor]:
+    """An SGM / LDM VAE state dict (``first_stage_model.`` removed) -> ``AutoencoderKLTemporalDecoder``'s
+    (SVD), or ``AutoencoderKL``'s with ``temporal_decoder=False`` (``vae_sgm_to_diffusers``).
 
     The mid-block attention's q/k/v/proj_out are ``(C, C, 1, 1)`` convs in SGM and ``(C, C)`` Linear
     weights in diffusers. SVD's file has no ``quant_conv`` (SGM's encoder output goes straight to the
@@ -332,7 +337,7 @@ def vae_state_from_sgm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     levels = len({m[1] for k in state if (m := re.match(r"encoder\.down\.(\d+)\.", k))})
     out = {}
     for key, value in state.items():
-        name = vae_sgm_to_diffusers(key, levels)
+        name = vae_sgm_to_diffusers(key, levels, temporal_decoder)
         if ".attentions." in name and name.endswith(".weight") and value.ndim == 4:
             value = value[:, :, 0, 0]
         out[name] = value
