@@ -268,3 +268,59 @@ def load_image_vae(path, dtype: torch.dtype | None = None, device: str | torch.d
     except RuntimeError as e:
         raise ValueError(f"{path.name} does not fit an SD-style image VAE ({str(e).splitlines()[0]}): is it damaged?") from e
     return vae.requires_grad_(False).eval()
+
+
+def load_image_encoder(path, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
+    """The OpenCLIP ViT-H/14 image encoder as ``CLIPVisionModelWithProjection``, from a ComfyUI
+    models/clip_vision file (transformers names ``vision_model.*`` or OpenCLIP's ``visual.*``) or from SVD's
+    single file (its image encoder is the same ViT-H/14). Text towers in the file are ignored.
+
+    Raises:
+        ValueError: a pickle, or a file without a CLIP image tower.
+    """
+    from pathlib import Path
+
+    from safetensors import SafetensorError, safe_open
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from .svd import (CLIP_PREFIX, PICKLE_SUFFIXES, create_missing_buffers, describe_checkpoint, image_encoder_config,
+                      openclip_to_clip_vision)
+
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ValueError(f"{path.name}: only safetensors weights are loaded, never pickled {path.suffix} files "
+                         "(opening a pickle can run code): use a .safetensors CLIP vision file")
+    if not path.is_file():
+        raise FileNotFoundError(f"no image encoder at {path}: put CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors in "
+                                "models/clip_vision, or use SVD's checkpoint")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            openclip = next((p for p in (CLIP_PREFIX, "visual.") if any(k.startswith(p + "conv1.") for k in keys)),
+                            None)
+            if openclip is not None:
+                state = openclip_to_clip_vision({k[len(openclip):]: f.get_tensor(k) for k in keys
+                                                 if k.startswith(openclip)})
+            elif any(k.startswith("vision_model.embeddings.") for k in keys):
+                state = {k: f.get_tensor(k) for k in keys if k.startswith(("vision_model.", "visual_projection."))}
+            else:
+                raise ValueError(f"{path.name} holds no CLIP image encoder: it looks like {describe_checkpoint(keys)}")
+    except SafetensorError as e:
+        raise ValueError(f"cannot read {path.name} as safetensors ({e}): the file is damaged or incomplete") from e
+    state.pop("vision_model.embeddings.position_ids", None)  # a buffer some files carry
+    patch = state["vision_model.embeddings.patch_embedding.weight"].shape
+    config = image_encoder_config(
+        width=patch[0], patch=patch[2], positions=state["vision_model.embeddings.position_embedding.weight"].shape[0] - 1,
+        projection=state["visual_projection.weight"].shape[0],
+        intermediate=state["vision_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
+        layers=len({k.split(".")[3] for k in state if k.startswith("vision_model.encoder.layers.")}))
+    with torch.device("meta"):
+        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**config))
+    dtype = dtype or state["vision_model.embeddings.patch_embedding.weight"].dtype
+    try:
+        encoder.load_state_dict({k: v.to(device, dtype) for k, v in state.items()}, strict=True, assign=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path.name} does not fit a CLIP ViT image encoder ({str(e).splitlines()[0]}): is it "
+                         "damaged?") from e
+    create_missing_buffers(encoder, device)
+    return encoder.requires_grad_(False).eval()

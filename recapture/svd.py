@@ -573,14 +573,21 @@ def configs_from_checkpoint(shapes: Mapping[str, tuple[int, ...]], num_frames: i
                       block_out_channels=vae_channels,
                       layers_per_block=_count(vae, r"encoder\.down\.0\.block\.(\d+)\."),
                       latent_channels=vae["decoder.conv_in.weight"][1])
-    width, patch = clip["conv1.weight"][0], clip["conv1.weight"][2]
-    positions = clip["positional_embedding"][0] - 1  # one per patch, plus the class token
-    clip_config = dict(IMAGE_ENCODER_CONFIG, hidden_size=width, patch_size=patch,
-                       image_size=patch * round(positions ** 0.5), projection_dim=clip["proj"][1],
-                       intermediate_size=clip["transformer.resblocks.0.mlp.c_fc.weight"][0],
-                       num_hidden_layers=_count(clip, r"transformer\.resblocks\.(\d+)\."),
-                       num_attention_heads=16 if width == 1280 else max(1, width // 64))
+    clip_config = image_encoder_config(
+        width=clip["conv1.weight"][0], patch=clip["conv1.weight"][2],
+        positions=clip["positional_embedding"][0] - 1,  # one per patch, plus the class token
+        projection=clip["proj"][1], intermediate=clip["transformer.resblocks.0.mlp.c_fc.weight"][0],
+        layers=_count(clip, r"transformer\.resblocks\.(\d+)\."))
     return {"unet": unet_config, "vae": vae_config, "image_encoder": clip_config}
+
+
+def image_encoder_config(width: int, patch: int, positions: int, projection: int, intermediate: int,
+                         layers: int) -> dict:
+    """The ``CLIPVisionModelWithProjection`` config of an OpenCLIP ViT image tower of these sizes (``positions``:
+    patches, without the class token); 16 heads at width 1280 (ViT-H/14), else 64 channels a head."""
+    return dict(IMAGE_ENCODER_CONFIG, hidden_size=width, patch_size=patch, image_size=patch * round(positions ** 0.5),
+                projection_dim=projection, intermediate_size=intermediate, num_hidden_layers=layers,
+                num_attention_heads=16 if width == 1280 else max(1, width // 64))
 
 
 # --- Loading ----------------------------------------------------------------------------------------
@@ -670,7 +677,7 @@ def load_svd_single_file(path, dtype: torch.dtype | None = None, device: str | t
     except SafetensorError as e:
         raise ValueError(f"cannot read {path.name} as safetensors ({e}): the file is damaged or incomplete, "
                          "download it again") from e
-    _make_missing_buffers(models.image_encoder, device)
+    create_missing_buffers(models.image_encoder, device)
     for module in (models.unet, models.vae, models.image_encoder):
         module.requires_grad_(False).eval().to(device)  # already in dtype: the VAE warns on a cast
     models.name = path.name
@@ -730,7 +737,7 @@ def _check_fits(file: str, part: str, state: Mapping[str, torch.Tensor], module:
                          "file is incomplete or a modified SVD: download svd.safetensors / svd_xt.safetensors again.")
 
 
-def _make_missing_buffers(encoder: torch.nn.Module, device) -> None:
+def create_missing_buffers(encoder: torch.nn.Module, device) -> None:
     """Creates the buffers no checkpoint holds (CLIP's ``position_ids``), left empty by the meta build."""
     embeddings = encoder.vision_model.embeddings
     if getattr(embeddings, "position_ids", None) is not None and embeddings.position_ids.is_meta:
