@@ -103,9 +103,11 @@ def train_recapture_lora(models: SVDModels, anchor: torch.Tensor, mask: torch.Te
                          on_step: Callable[[int, float, float], None] | None = None) -> TrainedLoRA:
     """Fine-tunes the two LoRAs (see ``_train``); running out of device memory raises ``OutOfMemory``
     after the model has been cleaned up."""
+    config = config or TrainConfig()
+    _check_inputs(anchor, mask, source, config)  # before any work, the model untouched
     frames, height, width = anchor.shape[:3]
     with out_of_memory_as("training", frames, height, width, models.num_frames):
-        return _train(models, anchor, mask, source, config or TrainConfig(), on_step)
+        return _train(models, anchor, mask, source, config, on_step)
 
 
 def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: torch.Tensor,
@@ -123,7 +125,6 @@ def _train(models: SVDModels, anchor: torch.Tensor, mask: torch.Tensor, source: 
         The two adapters' weights. The UNet is left as it was: adapters are removed again, also when
         training fails or is cancelled, so a shared model is never left half-trained.
     """
-    _check_inputs(anchor, mask, source, config)
     plan = memory_plan(config.memory)
     unet = models.unet
     device = unet.device

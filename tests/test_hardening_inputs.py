@@ -26,7 +26,7 @@ def test_check_setting_refuses_nan_infinity_and_values_outside_the_range():
             check_setting(PointCloudConfig, "near", value)
     with pytest.raises(ValueError, match="height must be between 64 and 4096, got 8192"):
         check_setting(ClipConfig, "height", 8192)
-    with pytest.raises(ValueError, match="frame_count must be a whole number between 1 and 10000, got 2.5"):
+    with pytest.raises(ValueError, match="frame_count must be a whole number between 0 and 10000, got 2.5"):
         check_setting(ClipConfig, "frame_count", 2.5)
     with pytest.raises(ValueError, match="resize must be one of crop, pad, stretch, got 'zoom'"):
         check_setting(ClipConfig, "resize", "zoom")
@@ -39,7 +39,7 @@ def test_check_setting_refuses_nan_infinity_and_values_outside_the_range():
 def test_clip_selection_and_size_are_held_to_the_clip_settings():
     from recapture.video import ClipSelection, VideoError, check_clip_size
 
-    for kwargs, message in ((dict(count=10**9), "frame_count must be between 1 and 10000, got 1000000000"),
+    for kwargs, message in ((dict(count=10**9), "frame_count must be between 0 and 10000, got 1000000000"),
                             (dict(start=-1), "start_frame must be between 0 and 1000000, got -1"),
                             (dict(step=0), "every_nth must be between 1 and 1000, got 0")):
         with pytest.raises(VideoError, match=message):
