@@ -573,6 +573,16 @@ def test_nothing_is_written_through_symlinked_output_or_lora_folders(server, tmp
 
 
 # --- 7. out of memory -----------------------------------------------------------------------------------
+def sampling_out_of_memory(server: ComfyServer, name: str, tag: int, frames: int = 4) -> str:
+    """The sampler's error when the GPU fills after training (a test node makes it so)."""
+    prompt = training_prompt(steps=1, name=name, frames=frames)
+    prompt["10"] = {"class_type": "RecaptureTestOutOfMemory", "inputs": {"svd": ["7", 0], "tag": tag, "after": ["8", 0]}}
+    prompt["11"] = sample_node(2)
+    prompt["11"]["inputs"]["svd"] = ["10", 0]
+    prompt["12"] = {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}}
+    return run_error(server, prompt)
+
+
 @comfy
 def test_out_of_memory_in_the_server_gives_advice_and_the_next_prompt_trains(server):
     prompt = training_prompt(steps=2, name="oom")
@@ -587,21 +597,11 @@ def test_out_of_memory_in_the_server_gives_advice_and_the_next_prompt_trains(ser
     server.run(training_prompt(steps=2, name="after_oom"))
     assert (loras / "after_oom_temporal.safetensors").is_file() and not list(loras.glob("oom*"))
     # sampling's ways out also name the decoder's chunk size (the GPU fills after training, here)
-    prompt = training_prompt(steps=1, name="before_sampling_oom")
-    prompt["10"] = {"class_type": "RecaptureTestOutOfMemory", "inputs": {"svd": ["7", 0], "tag": 2, "after": ["8", 0]}}
-    prompt["11"] = sample_node(2)
-    prompt["11"]["inputs"]["svd"] = ["10", 0]
-    prompt["12"] = {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}}
-    message = run_error(server, prompt)
+    message = sampling_out_of_memory(server, "before_sampling_oom", tag=2)
     assert message.startswith("ReCaptureSVDDualLoRASample: out of GPU memory while sampling 4 frames at 64x64. "
                               "Ways out: fewer frames"), message
     assert "bf16 or fp16" in message and "low_memory on with decode_chunk_size 2" in message
     # a clip longer than the window: fewer frames is not offered (SVD sees a window at a time)
-    prompt = training_prompt(steps=1, name="before_long_sampling_oom", frames=8)
-    prompt["10"] = {"class_type": "RecaptureTestOutOfMemory", "inputs": {"svd": ["7", 0], "tag": 3, "after": ["8", 0]}}
-    prompt["11"] = sample_node(2)
-    prompt["11"]["inputs"]["svd"] = ["10", 0]
-    prompt["12"] = {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}}
-    message = run_error(server, prompt)
+    message = sampling_out_of_memory(server, "before_long_sampling_oom", tag=3, frames=8)
     assert message.startswith("ReCaptureSVDDualLoRASample: out of GPU memory while sampling 8 frames at 64x64 (4 at a "
                               "time: a shorter clip would not need less). Ways out: a lower resolution"), message
